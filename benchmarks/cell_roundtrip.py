@@ -1,0 +1,92 @@
+"""A trivial %%celery cell (submit -> outputs bound) beside raw Celery apply_async().get().
+
+Both run in one process against the same embedded stack (a temporary `jupyter-celery up`), on the
+same python_q workers, interleaved round by round so that machine noise hits both alike.
+Prints p50/p90/p99 of each and their ratios.
+
+    python benchmarks/cell_roundtrip.py [--rounds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jupyter_celery.cli.stack import down, up
+from jupyter_celery.core.protocol import PYTHON_Q, TASK_ECHO
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    qs = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50": statistics.median(samples), "p90": qs[89], "p99": qs[98]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    args = parser.parse_args()
+
+    state = Path(tempfile.mkdtemp(prefix="jc-bench-"))
+    for name in [k for k in os.environ if k.startswith("JUPYTER_CELERY_")]:
+        del os.environ[name]
+    os.environ["JUPYTER_CELERY_STATE_DIR"] = str(state)
+    if up(state, detach=True, echo=lambda _line: None) != 0:
+        print("could not start the stack", file=sys.stderr)
+        return 1
+    try:
+        from IPython.testing.globalipapp import start_ipython
+
+        from jupyter_celery.kernel.client import get_client
+
+        ip = start_ipython()
+        ip.run_line_magic("load_ext", "jupyter_celery")
+        ip.run_cell("n = 1")
+        app = get_client().app
+        cell = "%%celery\nm = n + 1\n"
+
+        def ours() -> float:
+            t = time.perf_counter()
+            result = ip.run_cell(cell, silent=True)
+            elapsed = time.perf_counter() - t
+            if result.error_in_exec is not None:
+                raise result.error_in_exec
+            return elapsed
+
+        def raw() -> float:
+            t = time.perf_counter()
+            value = app.send_task(TASK_ECHO, args=[1], queue=PYTHON_Q).get(timeout=30)
+            elapsed = time.perf_counter() - t
+            assert value == 1
+            return elapsed
+
+        for _ in range(args.warmup):
+            ours()
+            raw()
+        samples: dict[str, list[float]] = {"raw apply_async().get()": [], "%%celery cell": []}
+        for _ in range(args.rounds):
+            samples["raw apply_async().get()"].append(raw())
+            samples["%%celery cell"].append(ours())
+        assert ip.user_ns["m"] == 2
+
+        stats = {name: percentiles(s) for name, s in samples.items()}
+        base = stats["raw apply_async().get()"]
+        print(f"{args.rounds} rounds, interleaved, on {os.cpu_count()} CPUs (milliseconds)")
+        print(f"{'path':<26}{'p50':>9}{'p90':>9}{'p99':>9}")
+        for name, st in stats.items():
+            print(f"{name:<26}" + "".join(f"{st[p] * 1000:>9.2f}" for p in ("p50", "p90", "p99")))
+        ratio = {p: stats["%%celery cell"][p] / base[p] for p in ("p50", "p90", "p99")}
+        print(f"{'ratio (cell / raw)':<26}" + "".join(f"{ratio[p]:>9.2f}" for p in ("p50", "p90", "p99")))
+        print(f"target p50 ratio <= 1.25: {'met' if ratio['p50'] <= 1.25 else 'NOT met'}")
+    finally:
+        down(state, echo=lambda _line: None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

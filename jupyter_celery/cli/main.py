@@ -1,0 +1,126 @@
+"""The ``jupyter-celery`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from jupyter_celery._version import __version__
+from jupyter_celery.core.errors import JupyterCeleryError
+from jupyter_celery.core.protocol import QUEUES
+from jupyter_celery.core.settings import ENV_PREFIX, Settings, default_state_dir
+
+DESCRIPTION = """\
+Run heavy notebook work on Celery workers.
+
+On one machine, `jupyter-celery up` starts everything (Redis, a worker per queue, a local
+object store); notebooks then use `%load_ext jupyter_celery` and `%%celery`. A team points
+JUPYTER_CELERY_BROKER_URL (and the other variables in the README) at shared services and runs
+`jupyter-celery worker -q QUEUE` on as many machines as it likes.
+"""
+
+
+def _state_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir", type=Path, default=None,
+        help=f"where the embedded stack keeps its data, logs and connection file "
+        f"(default: ${ENV_PREFIX}STATE_DIR or ~/.local/state/jupyter-celery)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jupyter-celery", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"jupyter-celery {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "up", help="start the embedded stack: redis-server, a worker per queue, a local store",
+        description="Start a real redis-server (persistent, on a free loopback port), one prefork "
+        "worker for each queue (" + ", ".join(QUEUES) + ") and a local-directory object store, and "
+        "write the connection file that notebooks and workers on this machine read. In the "
+        "foreground Ctrl-C stops everything; with --detach it returns once every worker answers a "
+        "ping. If a stack is already up, nothing is started; a connection file whose processes are "
+        "dead is replaced.",
+    )  # fmt: skip
+    p.add_argument("--detach", action="store_true", help="return once the stack is ready, leaving it running")
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the workers (default 90)")
+    _state_dir_option(p)
+
+    p = sub.add_parser(
+        "down", help="stop the processes `up` started",
+        description="Stop exactly the processes recorded by `jupyter-celery up` (by pid and start "
+        "time), workers first, Redis last, and remove the connection file. Data in the state "
+        "directory is kept.",
+    )  # fmt: skip
+    p.add_argument("--grace", type=float, default=10.0, help="seconds to wait before killing (default 10)")
+    _state_dir_option(p)
+
+    p = sub.add_parser(
+        "status", help="is the broker reachable, which workers serve which queue, how deep are the queues",
+        description="Check the configured stack: broker reachable, live workers per queue (ping), "
+        "messages waiting per queue, store location. Exits non-zero when something is down.",
+    )  # fmt: skip
+    p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for worker replies (default 1)")
+    _state_dir_option(p)
+
+    p = sub.add_parser(
+        "worker", help="run a worker for one queue against the configured broker",
+        description="Run a Celery worker consuming one queue, with that queue's defaults (pool, "
+        "concurrency, time limits); any further Celery worker options, after `--`, override them. "
+        "This is what a team runs on other machines.\n\n"
+        "example: jupyter-celery worker -q circuit_q -- --concurrency=4 --loglevel=DEBUG",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument("-q", "--queue", required=True, choices=QUEUES, help="the queue to consume")
+    p.add_argument("celery_options", nargs=argparse.REMAINDER, help="more `celery worker` options, after --")
+    _state_dir_option(p)
+    return parser
+
+
+def run_worker(queue: str, options: Sequence[str]) -> int:
+    from jupyter_celery.core.queues import profile
+    from jupyter_celery.worker.app import app
+
+    extra = [o for o in options if o != "--"]
+    argv = ["worker", *profile(queue).worker_options(), "--loglevel=INFO", *extra]
+    app.worker_main(argv)
+    return 0
+
+
+def echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.state_dir is not None:
+        os.environ[ENV_PREFIX + "STATE_DIR"] = str(args.state_dir.resolve())
+    state_dir = default_state_dir(os.environ)
+    try:
+        if args.command == "up":
+            from jupyter_celery.cli.stack import up
+
+            return up(state_dir, detach=args.detach, echo=echo, timeout=args.timeout)
+        if args.command == "down":
+            from jupyter_celery.cli.stack import down
+
+            return down(state_dir, echo=echo, grace=args.grace)
+        if args.command == "status":
+            from jupyter_celery.cli.status import status
+
+            return status(Settings.from_env(), echo=echo, timeout=args.timeout)
+        if args.command == "worker":
+            return run_worker(args.queue, args.celery_options)
+    except JupyterCeleryError as exc:
+        print(f"jupyter-celery: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

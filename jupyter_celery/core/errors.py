@@ -1,0 +1,119 @@
+"""The one error hierarchy of the project.
+
+Every error a user can see derives from :class:`JupyterCeleryError`, so a notebook can catch
+them all with one ``except``.
+"""
+
+from __future__ import annotations
+
+
+class JupyterCeleryError(Exception):
+    """Base class of every jupyter-celery error.
+
+    In IPython these errors show as one clear line, without the frames of jupyter-celery itself
+    (``_render_traceback_``): they describe the user's situation, not a bug.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class ConfigurationError(JupyterCeleryError):
+    """The settings are missing or invalid (no broker URL, malformed URL, bad limit...)."""
+
+
+class ConnectionFailed(JupyterCeleryError):
+    """A service (Redis, the object store) could not be reached. The URL in the message is redacted."""
+
+
+class ProtocolError(JupyterCeleryError):
+    """A message or event does not follow the wire contract (wrong version, unknown fields)."""
+
+
+class StoreError(JupyterCeleryError):
+    """The object store failed: object missing, permission denied, disk full."""
+
+
+class ObjectMissing(StoreError):
+    """An object the job refers to is not in the store (never written, or expired)."""
+
+
+class EncodingError(JupyterCeleryError):
+    """A value cannot be encoded for the trip to or from a worker.
+
+    ``name`` is the variable the value belongs to.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"cannot send variable {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class DecodingError(JupyterCeleryError):
+    """A value that was encoded cannot be decoded on this side (missing module, version skew)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"cannot load variable {name!r}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+class CellSyntaxError(JupyterCeleryError):
+    """The cell does not compile; nothing was submitted.
+
+    ``lineno`` is the line in the cell (counting the ``%%celery`` line); ``syntax_error`` is the
+    compiler's error with that line number, shown in IPython as a normal syntax error is.
+    """
+
+    def __init__(self, syntax_error: SyntaxError) -> None:
+        super().__init__(f"{syntax_error.msg} ({syntax_error.filename}, line {syntax_error.lineno})")
+        self.syntax_error = syntax_error
+        self.lineno = syntax_error.lineno
+
+    def _render_traceback_(self) -> list[str]:
+        import traceback
+
+        lines = traceback.format_exception_only(SyntaxError, self.syntax_error)
+        return "".join(lines).rstrip("\n").splitlines()
+
+
+class JobFailed(JupyterCeleryError):
+    """A job ended without success. Subclasses say how."""
+
+    def __init__(self, job_id: str, message: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+class RemoteError(JobFailed):
+    """The job's code raised on the worker.
+
+    ``ename`` and ``evalue`` are the original exception type and message; ``traceback`` is the
+    remote traceback, whose line numbers refer to the user's cell. In IPython the remote
+    traceback is what is shown (``_render_traceback_``), not the kernel-side frames.
+    """
+
+    def __init__(self, job_id: str, ename: str, evalue: str, traceback: str, worker: str = "") -> None:
+        super().__init__(job_id, f"{ename}: {evalue}" if evalue else ename)
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = traceback
+        self.worker = worker
+
+    def _render_traceback_(self) -> list[str]:
+        where = f" on {self.worker}" if self.worker else ""
+        header = f"RemoteError: job {self.job_id} raised {self.ename}{where}"
+        return [header, *self.traceback.rstrip("\n").splitlines()]
+
+
+class JobTimeout(JobFailed):
+    """The job ran over its time limit and was stopped."""
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled before it could finish."""
+
+
+class JobLost(JobFailed):
+    """The job's worker disappeared and the job cannot be recovered."""

@@ -1,0 +1,199 @@
+"""The wire contract: queue names, task names, Redis key names, event kinds and the job spec.
+
+This is the only module that formats a key or names a task. The kernel side sends tasks by
+these names; the worker side registers its implementations under them.
+
+Redis data model (``<p>`` is the key prefix, ``jc`` by default)::
+
+    <p>:job:<id>            hash    job record: name, queue, owner, kind, state, timestamps, worker
+    <p>:job:<id>:events     stream  the job's timeline (one entry per event, see EventKind)
+    <p>:owner:<owner>:jobs  zset    job ids of one owner, scored by submission time
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from jupyter_celery.core.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+
+PYTHON_Q = "python_q"
+CIRCUIT_Q = "circuit_q"
+QUEUES: tuple[str, ...] = (PYTHON_Q, CIRCUIT_Q)
+DEFAULT_QUEUE = PYTHON_Q
+
+TASK_RUN_CELL = "jupyter_celery.run_cell"
+TASK_ECHO = "jupyter_celery.echo"  # a trivial task: the raw-Celery anchor of the benchmarks
+
+
+class EventKind(str, Enum):
+    """Kinds of entries on a job stream, in the order a job usually produces them."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    PROGRESS = "progress"
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    DISPLAY = "display"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_KINDS
+
+
+TERMINAL_KINDS = frozenset({EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELLED, EventKind.LOST})
+
+# The fields each kind carries besides ``v``, ``kind`` and ``ts``. Values are strings on the wire;
+# the ones marked JSON here are JSON documents.
+EVENT_FIELDS: dict[EventKind, tuple[str, ...]] = {
+    EventKind.QUEUED: ("queue", "name"),
+    EventKind.STARTED: ("worker", "pid", "attempt"),
+    EventKind.PROGRESS: ("done", "total", "message"),
+    EventKind.STDOUT: ("text",),
+    EventKind.STDERR: ("text",),
+    EventKind.DISPLAY: ("data",),
+    EventKind.RETRYING: ("attempt", "reason"),
+    EventKind.SUCCEEDED: ("result",),
+    EventKind.FAILED: ("error_type", "message", "traceback", "reason"),
+    EventKind.CANCELLED: ("reason",),
+    EventKind.LOST: ("reason",),
+}
+JSON_FIELDS = frozenset({"result", "data"})
+
+# Job states kept in the job record; the same words as the event kinds that set them.
+STATE_BY_KIND: dict[EventKind, str] = {
+    EventKind.QUEUED: "queued",
+    EventKind.STARTED: "running",
+    EventKind.RETRYING: "retrying",
+    EventKind.SUCCEEDED: "succeeded",
+    EventKind.FAILED: "failed",
+    EventKind.CANCELLED: "cancelled",
+    EventKind.LOST: "lost",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a job stream."""
+
+    kind: EventKind
+    fields: dict[str, Any] = field(default_factory=dict)
+    ts: float = field(default_factory=time.time)
+    id: str = ""  # the stream id, set when read back
+
+    def to_wire(self) -> dict[str, str]:
+        allowed = EVENT_FIELDS[self.kind]
+        unknown = set(self.fields) - set(allowed)
+        if unknown:
+            raise ValueError(f"{self.kind.value} events carry no field(s) {sorted(unknown)}")
+        wire = {"v": str(PROTOCOL_VERSION), "kind": self.kind.value, "ts": f"{self.ts:.6f}"}
+        for name, value in self.fields.items():
+            if value is None:
+                continue
+            wire[name] = json.dumps(value) if name in JSON_FIELDS else str(value)
+        return wire
+
+    @classmethod
+    def from_wire(cls, entry_id: str, wire: dict[str, str]) -> Event:
+        kind = EventKind(wire["kind"])
+        fields: dict[str, Any] = {}
+        for name in EVENT_FIELDS[kind]:
+            if name in wire:
+                fields[name] = json.loads(wire[name]) if name in JSON_FIELDS else wire[name]
+        return cls(kind=kind, fields=fields, ts=float(wire.get("ts", 0.0)), id=entry_id)
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Every Redis key name of the project, under one prefix."""
+
+    prefix: str = "jc"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def owner_jobs(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:jobs"
+
+    def pattern(self) -> str:
+        """A SCAN pattern that matches every key of the project."""
+        return f"{self.prefix}:*"
+
+
+def new_job_id() -> str:
+    """A job id, generated client-side; it is also the Celery task id."""
+    return uuid.uuid4().hex
+
+
+def environment_fingerprint() -> dict[str, str]:
+    """What a worker needs to know to judge whether it can load the kernel's pickles."""
+    import cloudpickle
+
+    return {
+        "python": platform.python_version(),
+        "cloudpickle": cloudpickle.__version__,
+        "platform": sys.platform,
+    }
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The message of a job: everything a worker needs, JSON-safe.
+
+    ``inputs`` maps variable names to encoded values (see :mod:`jupyter_celery.core.codec`);
+    ``outputs`` names the variables to bring back; with ``strict_outputs`` a missing or
+    unencodable one is an error, otherwise it is skipped with a warning.
+    """
+
+    id: str
+    kind: str
+    code: str
+    queue: str = DEFAULT_QUEUE
+    name: str = ""
+    owner: str = ""
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    strict_outputs: bool = False
+    timeout: float | None = None
+    filename: str = "<celery cell>"  # how tracebacks name the cell, e.g. "Cell In[3]"
+    first_line: int = 1  # the cell line number of the first line of ``code``
+    submitted: float = field(default_factory=time.time)
+    environment: dict[str, str] = field(default_factory=dict)
+    v: int = PROTOCOL_VERSION
+
+    def to_message(self) -> dict[str, Any]:
+        """The JSON-safe message (a shallow copy: ``asdict`` deep-copies, which costs on every submit)."""
+        message = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        message["outputs"] = list(self.outputs)
+        message["inputs"] = dict(self.inputs)
+        message["environment"] = dict(self.environment)
+        return message
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> JobSpec:
+        version = message.get("v")
+        if version != PROTOCOL_VERSION:
+            raise ProtocolError(f"job message has protocol version {version!r}; this worker speaks {PROTOCOL_VERSION}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(message) - known
+        if unknown:
+            raise ProtocolError(f"job message has unknown field(s) {sorted(unknown)}")
+        data = dict(message)
+        data["outputs"] = tuple(data.get("outputs", ()))
+        return cls(**data)

@@ -1,0 +1,112 @@
+"""The ``%%celery`` cell magic."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from jupyter_celery.core.cellcode import check_cell
+from jupyter_celery.core.errors import EncodingError, JupyterCeleryError
+from jupyter_celery.core.protocol import DEFAULT_QUEUE, QUEUES, JobSpec, environment_fingerprint, new_job_id
+from jupyter_celery.kernel.client import Client, get_client
+
+
+def _names(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    bad = [n for n in names if not n.isidentifier()]
+    if bad:
+        raise JupyterCeleryError(f"not variable names: {', '.join(bad)}")
+    return names
+
+
+@magics_class
+class CeleryMagics(Magics):
+    """Magics that run notebook code on Celery workers."""
+
+    @magic_arguments()
+    @argument(
+        "-q", "--queue", default=DEFAULT_QUEUE, choices=QUEUES,
+        help=f"queue to send the cell to (default: {DEFAULT_QUEUE})",
+    )  # fmt: skip
+    @argument("-i", "--inputs", help="comma-separated variables to send (default: the ones the cell reads)")
+    @argument("-o", "--outputs", help="comma-separated variables to bring back (default: the ones it assigns)")
+    @argument("--timeout", type=float, help="seconds the job may run before it is stopped")
+    @argument("-n", "--name", default="", help="a name for the job, shown in listings")
+    @cell_magic
+    def celery(self, line: str, cell: str) -> Any:
+        """Run the cell on a Celery worker and bring its results back into the notebook.
+
+        The cell is compiled here first (a syntax error stops it before anything is sent).
+        Variables the cell reads are sent with it; variables it assigns come back into the
+        notebook; what it prints appears below the cell; its last expression is shown as the
+        cell's result. An exception on the worker is raised here with the worker's traceback,
+        whose line numbers are those of this cell.
+
+        Examples::
+
+            %%celery
+            total = sum(range(n))          # n is sent; total comes back
+            total * 2                      # shown as the cell's result
+
+            %%celery -q circuit_q --timeout 600 -n nightly-agg
+            summary = frame.groupby("key").agg("sum")
+
+            %%celery -i a,b -o c           # send exactly a and b, bring back only c
+            c = a @ b
+            tmp = c.sum()                  # not brought back
+        """
+        args = parse_argstring(self.celery, line)
+        shell = self.shell
+        assert shell is not None
+        client = get_client()
+        spec = self._build_spec(client, cell, args)
+        job = client.submit(spec)
+        manifest = job.wait()
+        outputs, skipped = job.decode_outputs(manifest, strict=spec.strict_outputs)
+        shell.user_ns.update(outputs)
+        for name, reason in skipped.items():
+            print(f"jupyter-celery: {name!r} was not brought back: {reason}", file=sys.stderr)
+        if "value" in manifest:
+            return client.codec.decode("value", manifest["value"])
+        return None
+
+    def _build_spec(self, client: Client, cell: str, args: Any) -> JobSpec:
+        shell = self.shell
+        assert shell is not None
+        filename = f"Cell In[{shell.execution_count}]"
+        first_line = 2  # the cell's first line is the %%celery line
+        analysis = check_cell(cell, filename, first_line)  # raises CellSyntaxError: nothing is sent
+        wanted_inputs = _names(args.inputs)
+        wanted_outputs = _names(args.outputs)
+        if wanted_inputs is None:
+            hidden = shell.user_ns_hidden
+            inputs = [n for n in analysis.reads if n in shell.user_ns and n not in hidden]
+        else:
+            missing = [n for n in wanted_inputs if n not in shell.user_ns]
+            if missing:
+                raise EncodingError(missing[0], "it is not defined in the notebook")
+            inputs = wanted_inputs
+        job_id = new_job_id()
+        settings = client.settings
+        prefix = f"{settings.owner}/jobs/{job_id}/in"
+        encoded = {name: client.codec.encode(name, shell.user_ns[name], prefix) for name in inputs}
+        return JobSpec(
+            id=job_id,
+            kind="cell",
+            code=cell,
+            queue=args.queue,
+            name=args.name,
+            owner=settings.owner,
+            inputs=encoded,
+            outputs=tuple(wanted_outputs if wanted_outputs is not None else analysis.assigns),
+            strict_outputs=wanted_outputs is not None,
+            timeout=args.timeout,
+            filename=filename,
+            first_line=first_line,
+            environment=environment_fingerprint(),
+        )
