@@ -7,6 +7,7 @@ end of the session. Keys are cleaned between tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
@@ -30,26 +32,58 @@ class TestStack:
 
     def __init__(self, base: Path) -> None:
         self.base = base
-        port = free_port()
-        self.redis_proc = start_redis(base / "redis", port, persistent=False)
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.records = [ProcessRecord.of("redis", self.redis_proc)]
-        wait_for_redis(self.url, self.redis_proc)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.redis_proc = self._start_redis()
         self.env = {
             ENV_PREFIX + "BROKER_URL": self.url,
             ENV_PREFIX + "STORE_URL": (base / "store").as_uri(),
             ENV_PREFIX + "STATE_DIR": str(base / "state"),
             ENV_PREFIX + "OWNER": "tester",
+            # fast liveness for the tests: a dead worker is noticed in seconds
+            ENV_PREFIX + "HEARTBEAT_INTERVAL": "0.5",
+            ENV_PREFIX + "LIVENESS_INTERVAL": "1",
+            ENV_PREFIX + "CANCEL_GRACE": "2",
         }
         os.environ.update(self.env)
         self.logs = base / "logs"
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         for queue in QUEUES:
-            proc = start_worker(queue, dict(os.environ), self.logs, hostname=f"{queue}@test")
-            self.workers[queue] = proc
-            self.records.append(ProcessRecord.of(f"worker {queue}", proc))
+            self.start_worker(queue)
         wait_for_workers(self.url, QUEUES, 90, list(self.workers.values()))
         self.redis = redis.Redis.from_url(self.url, decode_responses=True)
+
+    def _start_redis(self) -> subprocess.Popen[bytes]:
+        proc = start_redis(self.base / "redis", self.port, persistent=True)
+        wait_for_redis(self.url, proc)
+        return proc
+
+    def start_worker(self, queue: str) -> subprocess.Popen[bytes]:
+        proc = start_worker(queue, dict(os.environ), self.logs, hostname=f"{queue}@test")
+        self.workers[queue] = proc
+        return proc
+
+    def restart_redis(self) -> None:
+        """Stop Redis cleanly (its data is saved) and start it again on the same port."""
+        with contextlib.suppress(redis.ConnectionError):
+            self.redis.shutdown()
+        self.redis_proc.wait(timeout=30)
+        if self.redis_proc.stderr is not None:
+            self.redis_proc.stderr.close()
+        self.redis_proc = self._start_redis()
+
+    def kill_worker(self, queue: str) -> None:
+        """SIGKILL a worker's main process and its children (no clean shutdown)."""
+        proc = self.workers[queue]
+        parent = psutil.Process(proc.pid)
+        for child in parent.children(recursive=True):
+            child.kill()
+        parent.kill()
+        proc.wait(timeout=30)
+
+    def restart_worker(self, queue: str) -> None:
+        proc = self.start_worker(queue)
+        wait_for_workers(self.url, (queue,), 90, [proc])
 
     def log(self, queue: str) -> str:
         return (self.logs / f"{queue}.log").read_text(errors="replace")
@@ -61,7 +95,10 @@ class TestStack:
                 self.redis.delete(*keys)
 
     def stop(self) -> None:
-        stop(list(reversed(self.records)), grace=10)
+        records = [ProcessRecord.of(f"worker {q}", p) for q, p in self.workers.items() if p.poll() is None]
+        if self.redis_proc.poll() is None:
+            records.append(ProcessRecord.of("redis", self.redis_proc))
+        stop(records, grace=10)
         for proc in [*self.workers.values(), self.redis_proc]:
             proc.wait()
         if self.redis_proc.stderr is not None:
@@ -91,7 +128,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _stack is not None:
         _stack.stop()
-    if _base is not None:
+    if _base is not None and not os.environ.get("JC_KEEP_TEST_DIR"):
         shutil.rmtree(_base, ignore_errors=True)
 
 

@@ -7,27 +7,52 @@ In a notebook::
     %%celery -q python_q
     total = sum(range(n))
 
-This module imports nothing from Jupyter at import time, so code running on a worker can use
-it too.
+Inside a job, ``from jupyter_celery import progress`` reports progress to the notebook. This
+module imports nothing from Jupyter at import time (the notebook-side functions load on first
+use), so code running on a worker can import it too.
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from jupyter_celery._version import __version__
+from jupyter_celery.core.runtime import display, progress
 
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+# Notebook-side names, imported on first use: name -> module.
+_LAZY = {
+    "attach": "jupyter_celery.kernel.api",
+    "cancel": "jupyter_celery.kernel.api",
+    "jobs": "jupyter_celery.kernel.api",
+    "wait_all": "jupyter_celery.kernel.api",
+    "Job": "jupyter_celery.kernel.job",
+}
+
+__all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
+    "__version__",
+    "display",
+    "load_ipython_extension",
+    "progress",
+    "unload_ipython_extension",
+    "Job",
+    "attach",
+    "cancel",
+    "jobs",
+    "wait_all",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jupyter_celery' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext jupyter_celery``."""
-    from jupyter_celery.kernel.extension import load_ipython_extension as load
-
-    load(ipython)
+    import_module("jupyter_celery.kernel.extension").load_ipython_extension(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from jupyter_celery.kernel.extension import unload_ipython_extension as unload
-
-    unload(ipython)
+    import_module("jupyter_celery.kernel.extension").unload_ipython_extension(ipython)

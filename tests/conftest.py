@@ -21,6 +21,7 @@ class Execution:
     displays: list[dict[str, Any]] = field(default_factory=list)  # display_data messages' content
     error: dict[str, Any] | None = None
     payload: list[dict[str, Any]] = field(default_factory=list)  # execute_reply payloads (pager, ...)
+    counts: dict[str, int] = field(default_factory=dict)  # IOPub messages by type
 
     @property
     def result(self) -> str | None:
@@ -48,6 +49,7 @@ class KernelRunner:
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
+            out.counts[kind] = out.counts.get(kind, 0) + 1
             if kind == "stream":
                 if content["name"] == "stdout":
                     out.stdout += content["text"]

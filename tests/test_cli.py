@@ -52,7 +52,7 @@ def run_a_cell(state_dir) -> dict:
     client = Client(settings)
     try:
         job = client.submit(JobSpec(id=new_job_id(), kind="cell", code="x = 6 * 7", outputs=("x",), owner="t"))
-        return job.decode_outputs(job.wait(), strict=True)[0]
+        return job.result(timeout=60)
     finally:
         client.close()
 

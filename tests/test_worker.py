@@ -8,7 +8,6 @@ from jupyter_celery.core.app import make_app
 from jupyter_celery.core.errors import JobFailed
 from jupyter_celery.core.protocol import TASK_RUN_CELL, JobSpec, new_job_id
 from jupyter_celery.kernel.client import get_client
-from jupyter_celery.kernel.job import Job
 
 from .waiting import wait_until
 
@@ -30,7 +29,7 @@ def test_worker_refuses_pickle_messages(stack):
     assert client.events.history(job.id) == []  # never started
     assert stack.redis.llen("python_q") == 0  # and not left in the queue
     ok = client.submit(spec("y = 2", outputs=("y",)))
-    assert ok.decode_outputs(ok.wait(), strict=True)[0] == {"y": 2}
+    assert ok.result(timeout=60) == {"y": 2}
 
 
 def test_message_of_another_protocol_version_ends_the_job(stack):
@@ -40,33 +39,27 @@ def test_message_of_another_protocol_version_ends_the_job(stack):
     client.events.create(job.id, {"owner": "tester", "submitted": "0"}, _queued())
     client.app.send_task(TASK_RUN_CELL, args=[message], task_id=job.id, queue="python_q")
     with pytest.raises(JobFailed, match="protocol version 99"):
-        Job(job.id, client).wait()
+        client.attach(job.id).result(timeout=60)
 
 
 def test_output_of_a_cell_arrives_in_order(stack):
     client = get_client()
-    execs_before = _exec_calls(stack)
+    execs_before = _script_calls(stack)
     code = "import sys\nfor i in range(300):\n    print(i)\n    print('e', i, file=sys.stderr)\n"
     job = client.submit(spec(code))
-    out: list[str] = []
-    err: list[str] = []
-
-    class Sink:
-        def __init__(self, into):
-            self.into = into
-
-        def write(self, text):
-            self.into.append(text)
-
-    job.wait(stdout=Sink(out), stderr=Sink(err))
-    assert "".join(out) == "".join(f"{i}\n" for i in range(300))
-    assert "".join(err) == "".join(f"e {i}\n" for i in range(300))
-    # 600 lines reach Redis in a few transactions (batched), not one per print
-    assert _exec_calls(stack) - execs_before < 30
+    job.result(timeout=60)
+    events = job.events()
+    out = "".join(e.fields["text"] for e in events if e.kind.value == "stdout")
+    err = "".join(e.fields["text"] for e in events if e.kind.value == "stderr")
+    assert out == "".join(f"{i}\n" for i in range(300))
+    assert err == "".join(f"e {i}\n" for i in range(300))
+    # 600 lines reach Redis in a few writes (batched), not one per print
+    assert _script_calls(stack) - execs_before < 30
 
 
-def _exec_calls(stack) -> int:
-    return int(stack.redis.info("commandstats").get("cmdstat_exec", {}).get("calls", 0))
+def _script_calls(stack) -> int:
+    stats = stack.redis.info("commandstats")
+    return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_evalsha", "cmdstat_eval"))
 
 
 def _queued():

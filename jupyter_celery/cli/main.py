@@ -72,21 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
         "worker", help="run a worker for one queue against the configured broker",
         description="Run a Celery worker consuming one queue, with that queue's defaults (pool, "
         "concurrency, time limits); any further Celery worker options, after `--`, override them. "
-        "This is what a team runs on other machines.\n\n"
+        "This is what a team runs on other machines. If the Celery worker dies (a crash, a lost "
+        "broker connection it cannot recover from), it is restarted with backoff, unless "
+        "--no-restart is given (e.g. under a process manager that restarts it itself).\n\n"
         "example: jupyter-celery worker -q circuit_q -- --concurrency=4 --loglevel=DEBUG",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     p.add_argument("-q", "--queue", required=True, choices=QUEUES, help="the queue to consume")
+    p.add_argument("--no-restart", action="store_true", help="run the Celery worker in this process, unsupervised")
     p.add_argument("celery_options", nargs=argparse.REMAINDER, help="more `celery worker` options, after --")
     _state_dir_option(p)
     return parser
 
 
-def run_worker(queue: str, options: Sequence[str]) -> int:
+def run_worker(queue: str, options: Sequence[str], *, restart: bool) -> int:
+    extra = [o for o in options if o != "--"]
+    if restart:
+        from jupyter_celery.cli.supervisor import supervise, worker_command
+
+        return supervise(worker_command(queue, extra), echo=lambda line: print(line, file=sys.stderr, flush=True))
     from jupyter_celery.core.queues import profile
     from jupyter_celery.worker.app import app
 
-    extra = [o for o in options if o != "--"]
     argv = ["worker", *profile(queue).worker_options(), "--loglevel=INFO", *extra]
     app.worker_main(argv)
     return 0
@@ -115,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return status(Settings.from_env(), echo=echo, timeout=args.timeout)
         if args.command == "worker":
-            return run_worker(args.queue, args.celery_options)
+            return run_worker(args.queue, args.celery_options, restart=not args.no_restart)
     except JupyterCeleryError as exc:
         print(f"jupyter-celery: {exc}", file=sys.stderr)
         return 2

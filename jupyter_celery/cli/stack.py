@@ -92,12 +92,17 @@ def worker_env(state: StackState) -> dict[str, str]:
 def start_worker(
     queue: str, env: dict[str, str], log_dir: Path, hostname: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start ``jupyter-celery worker -q QUEUE`` in its own session, logging to ``log_dir``."""
+    """Start ``jupyter-celery worker -q QUEUE`` in its own session, logging to ``log_dir``.
+
+    Its revoked job ids are kept in ``<log_dir>/<queue>.state`` (Celery's ``--statedb``), so a
+    job cancelled while queued stays cancelled across a worker restart.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     node = hostname or f"{queue}@{socket.gethostname()}"
     args = [
         sys.executable, "-m", "jupyter_celery", "worker", "-q", queue, "--",
         f"--hostname={node}", f"--logfile={log_dir / (queue + '.log')}", "--loglevel=INFO",
+        f"--statedb={log_dir / (queue + '.state')}",
     ]  # fmt: skip
     return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip

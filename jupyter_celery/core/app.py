@@ -38,7 +38,9 @@ def make_app(settings: Settings, *, name: str = "jupyter_celery") -> Celery:
         task_reject_on_worker_lost=True,
         task_track_started=True,
         worker_prefetch_multiplier=1,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A broker restart must not kill running jobs: their events wait for Redis and are then
+        # written (idempotently), and their message is acknowledged on the new connection.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=transport_options,

@@ -117,3 +117,10 @@ class JobCancelled(JobFailed):
 
 class JobLost(JobFailed):
     """The job's worker disappeared and the job cannot be recovered."""
+
+
+class CancelRequested(BaseException):
+    """Raised inside a job's code, at a ``progress()`` call or an output line, once the job was
+    asked to stop. A ``BaseException`` (like ``KeyboardInterrupt``) so that the job's own
+    ``except Exception`` blocks do not swallow it; the worker reports the job ``cancelled``.
+    """

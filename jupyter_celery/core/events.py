@@ -1,15 +1,18 @@
 """Job records and job streams in Redis: writing events and reading them back.
 
-Every write of an event is one MULTI/EXEC: ``XADD ... MAXLEN ~ N`` on the job's stream, the job
-record's state when the event changes it, and ``EXPIRE`` on both (the TTL is refreshed on every
-write). Readers pass the last id they saw, starting from ``0-0``, never ``$``: a job that ended
-before its reader started is still seen.
+A job's stream ends with exactly one terminal event. Appends go through one Lua script that adds
+the events (``XADD ... MAXLEN ~ N``), updates the job record and refreshes the TTL of both, and
+drops anything written after the job has ended: a second terminal event (the worker's ``failed``
+racing the kernel's ``lost``, a re-delivered job running again) never reaches readers.
+
+Readers pass the last id they saw, starting from ``0-0``, never ``$``: a job that ended before its
+reader started is still seen.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -22,6 +25,40 @@ from jupyter_celery.core.settings import Settings, redact_url
 
 START_ID = "0-0"
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+READER_STREAM_MAXLEN = 100
+
+# KEYS: stream, record. ARGV: maxlen, ttl, n_events, then per event: terminal (0/1), seq (0: none),
+# n_fields, field, value, ...; then the record update as field, value, ...
+# An event is dropped (id "") when the job has ended, or when its seq is not above the last seq
+# written (a retried write whose first attempt did land). Returns the ids.
+_APPEND = """
+local ended = redis.call('HEXISTS', KEYS[2], 'ended') == 1
+local last_seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+local maxlen, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local i, ids, wrote = 4, {}, false
+local was_open = not ended
+for e = 1, n do
+  local terminal, seq, nf = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local fields = {}
+  for f = 0, 2 * nf - 1 do fields[#fields + 1] = ARGV[i + 3 + f] end
+  i = i + 3 + 2 * nf
+  if ended or (seq > 0 and seq <= last_seq) then
+    ids[#ids + 1] = ''
+  else
+    ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    wrote = true
+    if seq > 0 then last_seq = seq end
+    if terminal == '1' then ended = true end
+  end
+end
+if was_open and wrote then
+  if i <= #ARGV then redis.call('HSET', KEYS[2], unpack(ARGV, i)) end
+  if last_seq > 0 then redis.call('HSET', KEYS[2], 'seq', string.format('%d', last_seq)) end
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+return ids
+"""
 
 
 def connect_redis(url: str, *, block_seconds: float = 0.0) -> redis.Redis:
@@ -40,6 +77,24 @@ def unreachable(url: str, exc: BaseException) -> ConnectionFailed:
     return ConnectionFailed(f"cannot reach Redis at {redact_url(url)}: {exc}")
 
 
+def record_update(events: Iterable[Event]) -> dict[str, str]:
+    """The job-record fields that ``events`` change (state, timestamps, worker)."""
+    update: dict[str, str] = {}
+    for event in events:
+        state = STATE_BY_KIND.get(event.kind)
+        if state is None:
+            continue
+        ts = f"{event.ts:.6f}"
+        update.update(state=state, updated=ts)
+        if event.kind is EventKind.STARTED:
+            update.update(started=ts, worker=str(event.fields.get("worker", "")))
+        elif event.kind.terminal:
+            update["ended"] = ts
+            if event.kind is not EventKind.SUCCEEDED:
+                update["reason"] = str(event.fields.get("message") or event.fields.get("reason") or "")
+    return update
+
+
 class EventLog:
     """Reads and writes the job records, owner indexes and job streams of one Redis."""
 
@@ -49,62 +104,71 @@ class EventLog:
         self.maxlen = settings.stream_maxlen
         self.ttl = settings.job_ttl
         self.url = settings.events_url
+        self._append = client.register_script(_APPEND)
 
     @classmethod
     def connect(cls, settings: Settings, *, block_seconds: float = 0.0) -> EventLog:
         return cls(connect_redis(settings.events_url, block_seconds=block_seconds), settings)
 
-    @staticmethod
-    def record_update(events: Iterable[Event]) -> dict[str, str]:
-        """The job-record fields that ``events`` change (state, timestamps, worker)."""
-        update: dict[str, str] = {}
-        for event in events:
-            state = STATE_BY_KIND.get(event.kind)
-            if state is None:
-                continue
-            ts = f"{event.ts:.6f}"
-            update.update(state=state, updated=ts)
-            if event.kind is EventKind.STARTED:
-                update.update(started=ts, worker=str(event.fields.get("worker", "")))
-            elif event.kind.terminal:
-                update["ended"] = ts
-        return update
+    def create(self, job_id: str, record: Mapping[str, str], queued: Event, *, reader: str = "") -> Event:
+        """Write a new job's record, index it under its owner and add its ``queued`` event.
 
-    def _add(self, pipe: Any, job_id: str, events: Iterable[Event], record: Mapping[str, str]) -> int:
-        """Queue the commands that add ``events`` and update the record; returns the index of the first XADD."""
-        stream = self.keys.events(job_id)
-        index = len(pipe.command_stack)
-        for event in events:
-            pipe.xadd(stream, event.to_wire(), maxlen=self.maxlen, approximate=True)
-        pipe.expire(stream, self.ttl)
-        key = self.keys.job(job_id)
-        if record:
-            pipe.hset(key, mapping=dict(record))
-        pipe.expire(key, self.ttl)
-        return index
-
-    def create(self, job_id: str, record: Mapping[str, str], queued: Event) -> Event:
-        """Write a new job's record, index it under its owner and add its first event (returned with its id)."""
+        With ``reader``, the same transaction wakes that kernel reader so it follows the job at
+        once. Returns the ``queued`` event with its stream id.
+        """
         pipe = self.redis.pipeline(transaction=True)
         owner_index = self.keys.owner_jobs(record["owner"])
         pipe.zadd(owner_index, {job_id: float(record["submitted"])})
         pipe.zremrangebyscore(owner_index, "-inf", time.time() - self.ttl)
         pipe.expire(owner_index, self.ttl)
-        index = self._add(pipe, job_id, [queued], {**record, **self.record_update([queued])})
+        fields: dict[Any, Any] = {**record, **record_update([queued])}
+        key = self.keys.job(job_id)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, self.ttl)
+        stream = self.keys.events(job_id)
+        index = len(pipe.command_stack)
+        pipe.xadd(stream, queued.to_wire(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
+        pipe.expire(stream, self.ttl)
+        if reader:
+            wake = self.keys.reader(reader)
+            pipe.xadd(wake, {"job": job_id}, maxlen=READER_STREAM_MAXLEN, approximate=True)
+            pipe.expire(wake, self.ttl)
         replies = self._execute(pipe)
         return Event(queued.kind, queued.fields, queued.ts, id=str(replies[index]))
 
-    def append(self, job_id: str, *events: Event) -> None:
-        """Add events to a job's stream (and their state to the record), in one transaction."""
-        pipe = self.redis.pipeline(transaction=True)
-        self._add(pipe, job_id, events, self.record_update(events))
-        self._execute(pipe)
+    def append(self, job_id: str, *events: Event, seqs: Sequence[int] | None = None) -> list[str]:
+        """Add events to a job's stream and their state to its record, in one atomic step.
+
+        ``seqs`` (increasing numbers, one per event) make the append idempotent: an event whose
+        number was already written is skipped, so retrying a write whose reply was lost does not
+        duplicate it. Returns the stream ids; a dropped event (the job had already ended, or a
+        repeat) has the id ``""``.
+        """
+        numbers = list(seqs) if seqs is not None else [0] * len(events)
+        argv: list[Any] = [self.maxlen, self.ttl, len(events)]
+        for event, seq in zip(events, numbers, strict=True):
+            wire = event.to_wire()
+            argv += ["1" if event.kind.terminal else "0", seq, len(wire)]
+            for name, value in wire.items():
+                argv += [name, value]
+        for name, value in record_update(events).items():
+            argv += [name, value]
+        try:
+            ids: Any = self._append(keys=[self.keys.events(job_id), self.keys.job(job_id)], args=argv)
+        except REDIS_ERRORS as exc:
+            raise unreachable(self.url, exc) from exc
+        return [str(i) for i in ids]
 
     def _execute(self, pipe: Any) -> list[Any]:
         try:
             return list(pipe.execute())
         except REDIS_ERRORS as exc:
             raise unreachable(self.url, exc) from exc
+
+    def read_streams(self, streams: Mapping[str, str], block_seconds: float) -> list[tuple[str, str, dict[str, str]]]:
+        """Raw ``XREAD BLOCK`` over several streams: (stream key, entry id, fields) in order."""
+        reply: Any = self.redis.xread(dict(streams), block=max(1, int(block_seconds * 1000)))  # type: ignore[arg-type]
+        return [(stream, entry_id, wire) for stream, entries in reply or [] for entry_id, wire in entries]
 
     def read(self, positions: Mapping[str, str], block_seconds: float) -> list[tuple[str, Event]]:
         """New events of several jobs, blocking up to ``block_seconds`` when there are none.
@@ -113,15 +177,12 @@ class EventLog:
         """
         if not positions:
             return []
-        streams = {self.keys.events(job_id): last for job_id, last in positions.items()}
         by_stream = {self.keys.events(job_id): job_id for job_id in positions}
-        reply: Any = self.redis.xread(streams, block=max(1, int(block_seconds * 1000)))  # type: ignore[arg-type]
-        out: list[tuple[str, Event]] = []
-        for stream, entries in reply or []:
-            job_id = by_stream[stream]
-            for entry_id, wire in entries:
-                out.append((job_id, Event.from_wire(entry_id, wire)))
-        return out
+        streams = {self.keys.events(job_id): last for job_id, last in positions.items()}
+        return [
+            (by_stream[stream], Event.from_wire(entry_id, wire))
+            for stream, entry_id, wire in self.read_streams(streams, block_seconds)
+        ]
 
     def history(self, job_id: str) -> list[Event]:
         """Every event of a job still on its stream, oldest first."""
@@ -133,13 +194,36 @@ class EventLog:
         record: Any = self.redis.hgetall(self.keys.job(job_id))
         return dict(record)
 
+    def records(self, job_ids: Iterable[str]) -> list[dict[str, str]]:
+        """The records of several jobs in one round trip (empty dicts for unknown ones)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self.keys.job(job_id))
+        return [dict(r) for r in self._execute(pipe)]
+
     def owner_jobs(self, owner: str, limit: int = 50) -> list[str]:
         """The owner's most recent job ids, newest first."""
         ids: Any = self.redis.zrevrange(self.keys.owner_jobs(owner), 0, limit - 1)
         return list(ids)
 
+    def ended(self, job_id: str) -> str | None:
+        """The final state of a job that has ended (None while it has not)."""
+        reply: Any = self.redis.hmget(self.keys.job(job_id), ["state", "ended"])
+        state, ended = reply
+        return str(state) if ended else None
+
+    def request_cancel(self, job_id: str) -> None:
+        """Record that the job was asked to stop (the worker running it watches this key)."""
+        try:
+            self.redis.set(self.keys.cancel(job_id), f"{time.time():.6f}", ex=self.ttl)
+        except REDIS_ERRORS as exc:
+            raise unreachable(self.url, exc) from exc
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.redis.exists(self.keys.cancel(job_id)))
+
     def delete_all(self, job_ids: Iterable[str]) -> None:
         """Remove records and streams (used by tests and clean-up)."""
-        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.events(j))]
+        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.events(j), self.keys.cancel(j))]
         if keys:
             self.redis.delete(*keys)

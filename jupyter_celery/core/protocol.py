@@ -7,7 +7,11 @@ Redis data model (``<p>`` is the key prefix, ``jc`` by default)::
 
     <p>:job:<id>            hash    job record: name, queue, owner, kind, state, timestamps, worker
     <p>:job:<id>:events     stream  the job's timeline (one entry per event, see EventKind)
+    <p>:job:<id>:cancel     string  set when someone asked to cancel the job (value: request time)
     <p>:owner:<owner>:jobs  zset    job ids of one owner, scored by submission time
+    <p>:worker:<hostname>   string  a live worker's heartbeat (JSON: queues, pid, ts); expires when it stops
+    <p>:queue:<q>:workers   zset    hostnames consuming queue q, scored by their last heartbeat
+    <p>:reader:<id>         stream  wake-ups for one kernel's reader (a new job to follow)
 """
 
 from __future__ import annotations
@@ -128,8 +132,20 @@ class Keys:
     def events(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:events"
 
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:cancel"
+
     def owner_jobs(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:jobs"
+
+    def worker(self, hostname: str) -> str:
+        return f"{self.prefix}:worker:{hostname}"
+
+    def queue_workers(self, queue: str) -> str:
+        return f"{self.prefix}:queue:{queue}:workers"
+
+    def reader(self, reader_id: str) -> str:
+        return f"{self.prefix}:reader:{reader_id}"
 
     def pattern(self) -> str:
         """A SCAN pattern that matches every key of the project."""

@@ -64,8 +64,10 @@ PROFILES: dict[str, QueueProfile] = {
 # Above the longest hard limit, so Redis never re-delivers a message whose job is still running.
 VISIBILITY_TIMEOUT = max(p.time_limit for p in PROFILES.values()) + 3600
 
-# Seconds between the soft limit of a job's own --timeout and the hard kill of its process.
-HARD_LIMIT_GRACE = 10.0
+
+def hard_limit(timeout: float) -> float:
+    """The hard limit for a job's own ``--timeout`` (its soft limit): 10% later, 1 to 60 s later."""
+    return timeout + min(60.0, max(1.0, timeout * 0.1))
 
 
 def profile(queue: str) -> QueueProfile:

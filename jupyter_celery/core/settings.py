@@ -14,6 +14,9 @@ variable                            meaning                                     
 ``JUPYTER_CELERY_OWNER``            whose jobs these are                          the login name
 ``JUPYTER_CELERY_STATE_DIR``        where ``up`` keeps its state                  ~/.local/state/jupyter-celery
 ``JUPYTER_CELERY_JOB_TTL``          seconds a finished job's record is kept       604800 (7 days)
+``JUPYTER_CELERY_HEARTBEAT_INTERVAL`` seconds between worker heartbeats             5 (dead after 4 missed)
+``JUPYTER_CELERY_LIVENESS_INTERVAL`` seconds of silence before a job is checked   30
+``JUPYTER_CELERY_CANCEL_GRACE``     seconds a cancelled job may take to stop      10
 ==================================  ============================================  =============================
 
 Passwords never leave this module in clear text: ``repr`` and :func:`redact_url` mask them.
@@ -36,7 +39,19 @@ from jupyter_celery.core.errors import ConfigurationError
 
 ENV_PREFIX = "JUPYTER_CELERY_"
 # Every variable read here, without the prefix (the README's configuration table lists them all).
-VARIABLES = ("BROKER_URL", "RESULT_URL", "EVENTS_URL", "STORE_URL", "INLINE_LIMIT", "OWNER", "STATE_DIR", "JOB_TTL")
+VARIABLES = (
+    "BROKER_URL",
+    "RESULT_URL",
+    "EVENTS_URL",
+    "STORE_URL",
+    "INLINE_LIMIT",
+    "OWNER",
+    "STATE_DIR",
+    "JOB_TTL",
+    "HEARTBEAT_INTERVAL",
+    "LIVENESS_INTERVAL",
+    "CANCEL_GRACE",
+)
 CONNECTION_FILE = "stack.json"
 DEFAULT_INLINE_LIMIT = 32 * 1024
 DEFAULT_JOB_TTL = 7 * 24 * 3600
@@ -111,6 +126,16 @@ def _check_owner(owner: str) -> str:
     return owner
 
 
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{ENV_PREFIX}{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigurationError(f"{ENV_PREFIX}{name} must be > 0, got {raw!r}")
+    return value
+
+
 def _positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -135,7 +160,10 @@ class Settings:
     job_ttl: int = DEFAULT_JOB_TTL
     key_prefix: str = "jc"
     stream_maxlen: int = 10_000
-    block_seconds: float = 2.0
+    block_seconds: float = 4.0
+    heartbeat_interval: float = 5.0
+    liveness_interval: float = 30.0
+    cancel_grace: float = 10.0
     source: str = "environment"
 
     def __repr__(self) -> str:
@@ -201,5 +229,8 @@ class Settings:
             owner=_check_owner(owner),
             state_dir=state_dir,
             job_ttl=_positive_int("JOB_TTL", get("JOB_TTL") or str(DEFAULT_JOB_TTL)),
+            heartbeat_interval=_positive_float("HEARTBEAT_INTERVAL", get("HEARTBEAT_INTERVAL") or "5"),
+            liveness_interval=_positive_float("LIVENESS_INTERVAL", get("LIVENESS_INTERVAL") or "30"),
+            cancel_grace=_positive_float("CANCEL_GRACE", get("CANCEL_GRACE") or "10"),
             source=source,
         )

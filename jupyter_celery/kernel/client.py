@@ -1,4 +1,4 @@
-"""The kernel's connection to the stack: it sends jobs by task name and reads their streams.
+"""The kernel's connection to the stack: it sends jobs by task name and follows them.
 
 One :class:`Client` per kernel process, built on first use from the settings of that moment
 (:func:`get_client`). The kernel never imports worker code: tasks are reached by name only.
@@ -6,34 +6,47 @@ One :class:`Client` per kernel process, built on first use from the settings of 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from kombu.exceptions import OperationalError
 
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.codec import Codec
-from jupyter_celery.core.errors import ConnectionFailed
-from jupyter_celery.core.events import EventLog
+from jupyter_celery.core.errors import ConnectionFailed, JupyterCeleryError
+from jupyter_celery.core.events import REDIS_ERRORS, EventLog
 from jupyter_celery.core.protocol import TASK_RUN_CELL, Event, EventKind, JobSpec
-from jupyter_celery.core.queues import HARD_LIMIT_GRACE, profile
+from jupyter_celery.core.queues import hard_limit, profile
 from jupyter_celery.core.settings import Settings, redact_url
 from jupyter_celery.core.store import open_store
 from jupyter_celery.kernel.job import Job
+from jupyter_celery.kernel.reader import Reader
 
 
 class Client:
-    """Submits jobs and follows them."""
+    """Submits jobs, follows them (through one reader thread) and cancels them."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = make_app(settings, name="jupyter_celery.kernel")
-        self.events = EventLog.connect(settings, block_seconds=settings.block_seconds)
+        self.events = EventLog.connect(settings)
         self.store = open_store(settings.store_url)
         self.codec = Codec(self.store, settings.inline_limit)
+        self.jobs: dict[str, Job] = {}  # the jobs this kernel submitted or attached, by id
+        self._reader: Reader | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def reader(self) -> Reader:
+        with self._lock:
+            if self._reader is None:
+                self._reader = Reader(self)
+            return self._reader
 
     def submit(self, spec: JobSpec, task: str = TASK_RUN_CELL) -> Job:
         """Record the job, add its ``queued`` event, then send the task by name to its queue."""
         profile(spec.queue)  # an unknown queue is a clear error before anything is written
+        reader = self.reader
         record = {
             "id": spec.id,
             "name": spec.name,
@@ -42,10 +55,16 @@ class Client:
             "owner": spec.owner,
             "submitted": f"{spec.submitted:.6f}",
         }
-        queued = self.events.create(spec.id, record, Event(EventKind.QUEUED, {"queue": spec.queue, "name": spec.name}))
+        job = Job(spec.id, self, name=spec.name, queue=spec.queue, kind=spec.kind)
+        self.jobs[job.id] = job
+        # Followed before it exists: the transaction that creates it also wakes the reader, which
+        # then reads the job's stream from the start, its own `queued` event included.
+        reader.follow(job, woken=True)
+        queued = Event(EventKind.QUEUED, {"queue": spec.queue, "name": spec.name})
+        self.events.create(spec.id, record, queued, reader=reader.id)
         limits = {}
         if spec.timeout:
-            limits = {"soft_time_limit": spec.timeout, "time_limit": spec.timeout + HARD_LIMIT_GRACE}
+            limits = {"soft_time_limit": spec.timeout, "time_limit": hard_limit(spec.timeout)}
         try:
             self.app.send_task(
                 task,
@@ -59,21 +78,48 @@ class Client:
             )
         except OperationalError as exc:
             reason = f"could not be sent to the broker at {redact_url(self.settings.broker_url)}: {exc}"
-            self.events.append(
-                spec.id,
-                Event(
-                    EventKind.FAILED,
-                    {"error_type": "ConnectionFailed", "message": reason, "reason": "submit"},
-                ),
-            )
+            fields = {"error_type": "ConnectionFailed", "message": reason, "reason": "submit"}
+            self.events.append(spec.id, Event(EventKind.FAILED, fields))
             raise ConnectionFailed(f"job {spec.id} {reason}") from exc
-        return Job(spec.id, self, name=spec.name, queue=spec.queue, seen=[queued])
+        return job
 
-    def revoke(self, job_id: str) -> None:
-        """Ask the workers to drop (if queued) or terminate (if running) a job."""
-        self.app.control.revoke(job_id, terminate=True, signal="SIGTERM")
+    def attach(self, job_id: str) -> Job:
+        """A handle on an existing job (from any kernel): its history replayed, then followed live."""
+        known = self.jobs.get(job_id)
+        if known is not None:
+            return known
+        try:
+            record = self.events.record(job_id)
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(f"cannot reach Redis at {redact_url(self.settings.events_url)}: {exc}") from exc
+        if not record:
+            raise JupyterCeleryError(f"no job {job_id!r} (unknown, or expired after {self.settings.job_ttl}s)")
+        history = self.events.history(job_id)
+        job = Job(
+            job_id,
+            self,
+            name=record.get("name", ""),
+            queue=record.get("queue", ""),
+            kind=record.get("kind", ""),
+            seen=history,
+        )
+        self.jobs[job_id] = job
+        if not job.done():
+            self.reader.follow(job)
+        return job
+
+    def cancel(self, job_id: str) -> None:
+        """Ask for a job to stop: flag it for its worker, and revoke it (drops it if still queued)."""
+        self.events.request_cancel(job_id)
+        self.revoke(job_id)
+
+    def revoke(self, job_id: str, *, terminate: bool = False) -> None:
+        with contextlib.suppress(*REDIS_ERRORS, OperationalError):
+            self.app.control.revoke(job_id, terminate=terminate, signal="SIGTERM")
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.stop()
         self.events.redis.close()
         self.app.close()
 

@@ -1,17 +1,19 @@
-"""A submitted job as the kernel sees it: its stream followed, its outcome decoded."""
+"""A job as the notebook sees it: a ``concurrent.futures.Future``-like handle on its stream.
+
+The kernel's reader thread feeds it the job's events (see :mod:`jupyter_celery.kernel.reader`);
+everything else reads them. Results are decoded on demand, in the caller's thread.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import sys
+import logging
+import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TextIO
-
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from queue import SimpleQueue
+from typing import TYPE_CHECKING, Any
 
 from jupyter_celery.core.errors import (
-    ConnectionFailed,
     DecodingError,
     JobCancelled,
     JobFailed,
@@ -19,111 +21,214 @@ from jupyter_celery.core.errors import (
     JobTimeout,
     RemoteError,
 )
-from jupyter_celery.core.events import START_ID, unreachable
+from jupyter_celery.core.events import START_ID
 from jupyter_celery.core.protocol import Event, EventKind
 
 if TYPE_CHECKING:
     from jupyter_celery.kernel.client import Client
 
+DoneCallback = Callable[["Job"], Any]
+log = logging.getLogger(__name__)
+
 
 class Job:
-    """A job submitted from this kernel (or re-attached by id).
+    """A submitted (or re-attached) job.
 
-    Its stream is read from the start, so nothing that happened before the reader began is
-    missed; ``events`` keeps what was read.
+    Like :class:`concurrent.futures.Future`: :meth:`result`, :meth:`exception`, :meth:`done`,
+    :meth:`running`, :meth:`cancelled`, :meth:`cancel`, :meth:`add_done_callback`. In a notebook
+    its rich display is the live progress widget.
+
+    >>> job = attach("3f2a...")          # doctest: +SKIP
+    >>> job.result(timeout=60)           # the cell's output variables, by name
+    {'total': 45}
     """
 
     def __init__(
-        self, job_id: str, client: Client, *, name: str = "", queue: str = "", seen: list[Event] | None = None
+        self,
+        job_id: str,
+        client: Client,
+        *,
+        name: str = "",
+        queue: str = "",
+        kind: str = "cell",
+        seen: list[Event] | None = None,
     ) -> None:
         self.id = job_id
         self.name = name
         self.queue = queue
+        self.kind = kind
         self._client = client
-        self.events: list[Event] = list(seen or [])
-        self.last_id = self.events[-1].id if self.events else START_ID
+        self._events: list[Event] = list(seen or [])
+        self.last_id = self._events[-1].id if self._events else START_ID
         self.worker = ""
+        self.note: str | None = None  # e.g. "no worker is consuming python_q"
+        self.progress: tuple[float, float | None, str] | None = None
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.submitted_at = self._events[0].ts if self._events else time.time()
+        self._lock = threading.RLock()
+        self._done = threading.Event()
+        self._callbacks: list[DoneCallback] = []
+        self._listeners: list[SimpleQueue[Event]] = []
+        self._decoded: dict[str, Any] | None = None
+        self._cancel_requested = False
+        self.view: Any = None  # the widget (kernel/views.py), when one was made
+        for event in self._events:
+            self._apply(event)
+        if self._events and self._events[-1].kind.terminal:
+            self._done.set()
+
+    # --- fed by the reader thread -------------------------------------------------------------
+
+    def _apply(self, event: Event) -> None:
+        if event.kind is EventKind.STARTED:
+            self.worker = str(event.fields.get("worker", ""))
+            self.started_at = event.ts
+            self.note = None
+        elif event.kind is EventKind.PROGRESS:
+            total = event.fields.get("total")
+            self.progress = (
+                float(event.fields.get("done", 0)),
+                float(total) if total not in (None, "", "None") else None,
+                str(event.fields.get("message", "")),
+            )
+        elif event.kind.terminal:
+            self.ended_at = event.ts
+
+    def _receive(self, event: Event) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._events.append(event)
+            self.last_id = event.id
+            self._apply(event)
+            listeners = list(self._listeners)
+            view = self.view
+        for listener in listeners:
+            listener.put(event)
+        if view is not None:
+            view.on_event(event)
+        if event.kind.terminal:
+            self._done.set()
+            for callback in self._take_callbacks():
+                self._run_callback(callback)
+
+    def _note(self, note: str | None) -> None:
+        self.note = note
+        if self.view is not None:
+            self.view.touch()
+
+    def _take_callbacks(self) -> list[DoneCallback]:
+        with self._lock:
+            callbacks, self._callbacks = self._callbacks, []
+        return callbacks
+
+    def _run_callback(self, callback: DoneCallback) -> None:
+        try:
+            callback(self)
+        except Exception:  # like concurrent.futures: a failing callback is logged, not raised
+            log.exception("done callback of job %s failed", self.id)
+
+    # --- the Future-like API ----------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        return f"<Job {self.id} {self.name or ''} on {self.queue}: {self.state}>"
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Job {self.id}{label} on {self.queue or '?'}: {self.state}>"
+
+    def events(self) -> list[Event]:
+        """The job's events so far, oldest first (the full history when re-attached)."""
+        with self._lock:
+            return list(self._events)
 
     @property
     def terminal(self) -> Event | None:
         """The event that ended the job, if it has ended."""
-        return self.events[-1] if self.events and self.events[-1].kind.terminal else None
+        with self._lock:
+            last = self._events[-1] if self._events else None
+        return last if last is not None and last.kind.terminal else None
 
     @property
     def state(self) -> str:
-        if not self.events:
-            return "unknown"
-        return {EventKind.STARTED: "running"}.get(self.events[-1].kind, self.events[-1].kind.value)
+        """queued, running, retrying, succeeded, failed, cancelled or lost."""
+        with self._lock:
+            last = next((e for e in reversed(self._events) if e.kind not in _DETAIL_KINDS), None)
+        if last is None:
+            return "queued"  # submitted; its first event is on its way
+        return {EventKind.STARTED: "running"}.get(last.kind, last.kind.value)
 
-    def follow(self, on_event: Callable[[Event], None] | None = None) -> Event:
-        """Read the stream until the terminal event, calling ``on_event`` for each event."""
-        log = self._client.events
-        block = self._client.settings.block_seconds
-        while self.terminal is None:
-            try:
-                batch = log.read({self.id: self.last_id}, block)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                raise unreachable(log.url, exc) from exc
-            for _job, event in batch:
-                self.last_id = event.id
-                if event.kind is EventKind.STARTED:
-                    self.worker = str(event.fields.get("worker", ""))
-                self.events.append(event)
-                if on_event is not None:
-                    on_event(event)
-                if event.kind.terminal:
-                    break
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def running(self) -> bool:
+        return self.state in ("running", "retrying")
+
+    def cancelled(self) -> bool:
+        return self.state == "cancelled"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has ended (or ``timeout`` seconds passed); return whether it ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done.is_set():
+            remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if remaining <= 0:
+                return False
+            self._done.wait(remaining)  # short waits keep Ctrl-C responsive
+        return True
+
+    def add_done_callback(self, fn: DoneCallback) -> None:
+        """Call ``fn(job)`` when the job ends (at once if it has ended), from the reader thread."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        self._run_callback(fn)
+
+    def cancel(self) -> bool:
+        """Ask the job to stop: a queued job never starts; a running one stops at its next
+        ``progress()`` call or output line, or is terminated after a grace period.
+
+        Returns False if the job had already ended, True if the request was made.
+        """
+        if self.done():
+            return False
+        self._cancel_requested = True
+        self._client.cancel(self.id)
+        if self.view is not None:
+            self.view.touch()
+        return True
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    def manifest(self, timeout: float | None = None) -> dict[str, Any]:
+        """The result manifest of a succeeded job; the matching error for any other ending."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"job {self.id} did not end within {timeout}s")
         terminal = self.terminal
         assert terminal is not None
-        return terminal
+        error = self._error(terminal)
+        if error is not None:
+            raise error
+        manifest: dict[str, Any] = terminal.fields.get("result") or {}
+        return manifest
 
-    def wait(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> dict[str, Any]:
-        """Follow the job to its end, echoing its output; return the result manifest or raise."""
-
-        def echo(event: Event) -> None:
-            if event.kind is EventKind.STDOUT:
-                (stdout or sys.stdout).write(event.fields.get("text", ""))
-            elif event.kind is EventKind.STDERR:
-                (stderr or sys.stderr).write(event.fields.get("text", ""))
-
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the job ended with (None if it succeeded); waits up to ``timeout`` seconds."""
         try:
-            terminal = self.follow(echo)
-        except KeyboardInterrupt:
-            self.cancel()
-            raise
-        return self.outcome(terminal)
+            self.manifest(timeout)
+        except JobFailed as exc:
+            return exc
+        return None
 
-    def outcome(self, terminal: Event) -> dict[str, Any]:
-        """The result manifest of a succeeded job; the matching error for any other ending."""
-        fields = terminal.fields
-        if terminal.kind is EventKind.SUCCEEDED:
-            result: dict[str, Any] = fields.get("result") or {}
-            return result
-        message = str(fields.get("message") or fields.get("reason") or terminal.kind.value)
-        if terminal.kind is EventKind.CANCELLED:
-            raise JobCancelled(self.id, f"job {self.id} was cancelled: {message}")
-        if terminal.kind is EventKind.LOST:
-            raise JobLost(self.id, f"job {self.id} was lost: {message}")
-        if fields.get("reason") == "timeout":
-            raise JobTimeout(self.id, f"job {self.id}: {message}")
-        if fields.get("traceback"):
-            raise RemoteError(
-                self.id,
-                str(fields.get("error_type")),
-                str(fields.get("message", "")),
-                str(fields["traceback"]),
-                self.worker,
-            )
-        raise JobFailed(self.id, f"job {self.id} failed: {fields.get('error_type')}: {message}")
+    def result(self, timeout: float | None = None) -> dict[str, Any]:
+        """The job's output variables by name (waits up to ``timeout`` seconds); raises if it failed."""
+        values, _skipped = self.outputs(timeout, strict=False)
+        return values
 
-    def decode_outputs(self, manifest: dict[str, Any], *, strict: bool) -> tuple[dict[str, Any], dict[str, str]]:
-        """The job's output variables, decoded, and the ones that were not (name -> reason).
-
-        With ``strict`` a value that cannot be decoded here raises :class:`DecodingError`.
-        """
+    def outputs(self, timeout: float | None = None, *, strict: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+        """The output variables and the ones that could not be brought back (name -> reason)."""
+        manifest = self.manifest(timeout)
         codec = self._client.codec
         values: dict[str, Any] = {}
         skipped: dict[str, str] = dict(manifest.get("skipped", {}))
@@ -136,7 +241,65 @@ class Job:
                 skipped[name] = exc.reason
         return values, skipped
 
-    def cancel(self) -> None:
-        """Ask the workers to drop or stop the job."""
-        with contextlib.suppress(OSError, ConnectionFailed):
-            self._client.revoke(self.id)
+    def value(self, timeout: float | None = None) -> Any:
+        """The value of the cell's last expression (None when it had none)."""
+        manifest = self.manifest(timeout)
+        if "value" not in manifest:
+            return None
+        return self._client.codec.decode("value", manifest["value"])
+
+    def bind(self, namespace: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Put the job's output variables into ``namespace`` (default: the notebook's); return them."""
+        values = self.result(timeout)
+        if namespace is None:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is None:
+                raise RuntimeError("bind() without a namespace needs IPython")
+            namespace = shell.user_ns
+        namespace.update(values)
+        return values
+
+    def with_view(self, make: Callable[[list[Event]], Any]) -> Any:
+        """The job's view, made by ``make(events so far)`` on first use (no event missed or doubled)."""
+        with self._lock:
+            if self.view is None:
+                self.view = make(list(self._events))
+            return self.view
+
+    def listen(self) -> tuple[list[Event], SimpleQueue[Event]]:
+        """The events so far and a queue that receives every later one (nothing missed in between)."""
+        listener: SimpleQueue[Event] = SimpleQueue()
+        with self._lock:
+            self._listeners.append(listener)
+            return list(self._events), listener
+
+    def _error(self, terminal: Event) -> JobFailed | None:
+        fields = terminal.fields
+        if terminal.kind is EventKind.SUCCEEDED:
+            return None
+        message = str(fields.get("message") or fields.get("reason") or terminal.kind.value)
+        if terminal.kind is EventKind.CANCELLED:
+            return JobCancelled(self.id, f"job {self.id} was cancelled: {message}")
+        if terminal.kind is EventKind.LOST:
+            return JobLost(self.id, f"job {self.id} was lost: {message}")
+        if fields.get("reason") == "timeout":
+            return JobTimeout(self.id, f"job {self.id}: {message}")
+        if fields.get("traceback"):
+            return RemoteError(
+                self.id,
+                str(fields.get("error_type")),
+                str(fields.get("message", "")),
+                str(fields["traceback"]),
+                self.worker,
+            )
+        return JobFailed(self.id, f"job {self.id} failed: {fields.get('error_type')}: {message}")
+
+    def _ipython_display_(self) -> None:
+        from jupyter_celery.kernel.views import show
+
+        show(self)
+
+
+_DETAIL_KINDS = frozenset({EventKind.PROGRESS, EventKind.STDOUT, EventKind.STDERR, EventKind.DISPLAY})

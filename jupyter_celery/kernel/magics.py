@@ -1,17 +1,24 @@
-"""The ``%%celery`` cell magic."""
+"""The ``%%celery`` cell magic and the ``%celery_*`` line magics."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from jupyter_celery.core.cellcode import check_cell
+from jupyter_celery.core import runtime
+from jupyter_celery.core.cellcode import CellAnalysis, check_cell
 from jupyter_celery.core.errors import EncodingError, JupyterCeleryError
 from jupyter_celery.core.protocol import DEFAULT_QUEUE, QUEUES, JobSpec, environment_fingerprint, new_job_id
+from jupyter_celery.kernel import api
 from jupyter_celery.kernel.client import Client, get_client
+from jupyter_celery.kernel.console import follow_in_cell
+from jupyter_celery.kernel.job import Job
+from jupyter_celery.kernel.views import view_of, widgets_available
+
+DEFAULT_HANDLE = "_celery_job"
 
 
 def _names(raw: str | None) -> list[str] | None:
@@ -26,7 +33,7 @@ def _names(raw: str | None) -> list[str] | None:
 
 @magics_class
 class CeleryMagics(Magics):
-    """Magics that run notebook code on Celery workers."""
+    """Magics that run notebook code on Celery workers and follow the jobs."""
 
     @magic_arguments()
     @argument(
@@ -37,15 +44,24 @@ class CeleryMagics(Magics):
     @argument("-o", "--outputs", help="comma-separated variables to bring back (default: the ones it assigns)")
     @argument("--timeout", type=float, help="seconds the job may run before it is stopped")
     @argument("-n", "--name", default="", help="a name for the job, shown in listings")
+    @argument(
+        "--async", dest="asynchronous", action="store_true",
+        help="return at once with the job's handle; outputs are bound only when asked "
+        "(job.bind(), %%celery_wait). With --async, '-o NAME' naming a variable the cell does not "
+        "assign names the handle (as ipyparallel's %%px -o)",
+    )  # fmt: skip
+    @argument("-j", "--job", help=f"store the job's handle in this variable (default with --async: {DEFAULT_HANDLE})")
     @cell_magic
     def celery(self, line: str, cell: str) -> Any:
         """Run the cell on a Celery worker and bring its results back into the notebook.
 
         The cell is compiled here first (a syntax error stops it before anything is sent).
         Variables the cell reads are sent with it; variables it assigns come back into the
-        notebook; what it prints appears below the cell; its last expression is shown as the
-        cell's result. An exception on the worker is raised here with the worker's traceback,
-        whose line numbers are those of this cell.
+        notebook; what it prints appears below the cell as it is printed; its last expression is
+        shown as the cell's result. A live widget shows the job's state, progress (call
+        ``progress(done, total, message)`` in the cell; tqdm loops count too), elapsed time and a
+        Cancel button. An exception on the worker is raised here with the worker's traceback,
+        whose line numbers are those of this cell. Interrupting the kernel cancels the job.
 
         Examples::
 
@@ -59,33 +75,67 @@ class CeleryMagics(Magics):
             %%celery -i a,b -o c           # send exactly a and b, bring back only c
             c = a @ b
             tmp = c.sum()                  # not brought back
+
+            %%celery --async -o job        # returns at once; the widget keeps updating
+            for i in range(100):
+                progress(i + 1, 100, f"step {i + 1}")
+                result = expensive(i)
+
+            job.result()                   # {'i': 99, 'result': ...}; job.bind() binds them
         """
         args = parse_argstring(self.celery, line)
         shell = self.shell
         assert shell is not None
         client = get_client()
-        spec = self._build_spec(client, cell, args)
+        analysis = check_cell(cell, f"Cell In[{shell.execution_count}]", 2)  # raises: nothing sent
+        handle = args.job
+        outputs = _names(args.outputs)
+        names_handle = outputs is not None and len(outputs) == 1 and outputs[0] not in analysis.assigns
+        if args.asynchronous and handle is None and names_handle:  # %%celery --async -o job
+            assert outputs is not None
+            handle, outputs = outputs[0], None
+        spec = self._build_spec(client, cell, args, analysis, outputs)
         job = client.submit(spec)
-        manifest = job.wait()
-        outputs, skipped = job.decode_outputs(manifest, strict=spec.strict_outputs)
-        shell.user_ns.update(outputs)
-        for name, reason in skipped.items():
-            print(f"jupyter-celery: {name!r} was not brought back: {reason}", file=sys.stderr)
-        if "value" in manifest:
-            return client.codec.decode("value", manifest["value"])
-        return None
+        if args.asynchronous:
+            shell.user_ns[handle or DEFAULT_HANDLE] = job
+            view = view_of(job, log=True)
+            if view is None:
+                print(f"job {job.id} submitted to {job.queue}; {handle or DEFAULT_HANDLE} is its handle")
+                return None
+            return job
+        if handle:
+            shell.user_ns[handle] = job
+        return self._wait_and_bind(job, strict=spec.strict_outputs)
 
-    def _build_spec(self, client: Client, cell: str, args: Any) -> JobSpec:
+    def _wait_and_bind(self, job: Job, *, strict: bool) -> Any:
         shell = self.shell
         assert shell is not None
-        filename = f"Cell In[{shell.execution_count}]"
-        first_line = 2  # the cell's first line is the %%celery line
-        analysis = check_cell(cell, filename, first_line)  # raises CellSyntaxError: nothing is sent
+        view = None
+        if widgets_available():
+            view = view_of(job, log=False)  # blocking: the output is the cell's own, below the widget
+            if view is not None:
+                from IPython.display import display
+
+                display(view.widget)
+        follow_in_cell(job, text_progress=view is None)
+        if view is not None:
+            view.refresh()  # the final state, sent while the cell still runs (headless runs keep it)
+        values, skipped = job.outputs(strict=strict)
+        shell.user_ns.update(values)
+        for name, reason in skipped.items():
+            print(f"jupyter-celery: {name!r} was not brought back: {reason}", file=sys.stderr)
+        return job.value()
+
+    def _build_spec(
+        self, client: Client, cell: str, args: Any, analysis: CellAnalysis, outputs: list[str] | None
+    ) -> JobSpec:
+        shell = self.shell
+        assert shell is not None
         wanted_inputs = _names(args.inputs)
-        wanted_outputs = _names(args.outputs)
         if wanted_inputs is None:
             hidden = shell.user_ns_hidden
-            inputs = [n for n in analysis.reads if n in shell.user_ns and n not in hidden]
+            ns = shell.user_ns
+            inputs = [n for n in analysis.reads if n in ns and n not in hidden and ns[n] is not runtime.progress]
         else:
             missing = [n for n in wanted_inputs if n not in shell.user_ns]
             if missing:
@@ -103,10 +153,59 @@ class CeleryMagics(Magics):
             name=args.name,
             owner=settings.owner,
             inputs=encoded,
-            outputs=tuple(wanted_outputs if wanted_outputs is not None else analysis.assigns),
-            strict_outputs=wanted_outputs is not None,
+            outputs=tuple(outputs if outputs is not None else analysis.assigns),
+            strict_outputs=outputs is not None,
             timeout=args.timeout,
-            filename=filename,
-            first_line=first_line,
+            filename=f"Cell In[{shell.execution_count}]",
+            first_line=2,  # the cell's first line is the %%celery line
             environment=environment_fingerprint(),
         )
+
+    @line_magic
+    def celery_jobs(self, line: str) -> api.JobTable:
+        """Your recent jobs (from any kernel) as a table: ``%celery_jobs [N]`` (default 20)."""
+        limit = int(line.strip()) if line.strip() else 20
+        return api.jobs(limit)
+
+    @magic_arguments()
+    @argument("job_id", help="the job's id (see %%celery_jobs)")
+    @argument("--wait", action="store_true", help="block until the job ends, then bind its outputs")
+    @line_magic
+    def celery_attach(self, line: str) -> Any:
+        """Re-attach to a job, e.g. after a kernel restart: its widget is rebuilt from the job's
+        history, then follows it live; a succeeded job's outputs are bound into the notebook.
+
+        Example::
+
+            %celery_attach 3f2a9c0e5b8d4f7a9e1c2b3a4d5e6f70 --wait
+        """
+        args = parse_argstring(self.celery_attach, line)
+        job = api.attach(args.job_id)
+        if args.wait:
+            return self._wait_and_bind(job, strict=False)
+        if job.state == "succeeded":
+            job.bind()
+        return job
+
+    @line_magic
+    def celery_cancel(self, line: str) -> None:
+        """Cancel jobs by id: ``%celery_cancel ID [ID ...]``."""
+        for job_id in line.split():
+            asked = api.cancel(job_id)
+            print(f"job {job_id}: {'cancel requested' if asked else 'already ended'}")
+
+    @line_magic
+    def celery_wait(self, line: str) -> None:
+        """Wait until jobs end and bind their outputs: ``%celery_wait`` (every job of this kernel)
+        or ``%celery_wait ID [ID ...]``."""
+        client = get_client()
+        jobs = [api.attach(i) for i in line.split()] if line.strip() else list(client.jobs.values())
+        api.wait_for(jobs)
+        failures = []
+        for job in jobs:
+            if job.state == "succeeded":
+                job.bind()
+            else:
+                failures.append(f"{job.name or job.id}: {job.state}")
+        if failures:
+            print("not bound (the job did not succeed): " + "; ".join(failures), file=sys.stderr)

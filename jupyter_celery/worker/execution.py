@@ -7,25 +7,24 @@ from __future__ import annotations
 
 import builtins
 import os
+import threading
 import traceback
 from types import TracebackType
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from jupyter_celery.core import runtime
 from jupyter_celery.core.cellcode import compile_cell, register_source
 from jupyter_celery.core.codec import Codec, Encoded
-from jupyter_celery.core.errors import DecodingError, EncodingError, JupyterCeleryError
+from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError, JupyterCeleryError
 from jupyter_celery.core.protocol import Event, EventKind, JobSpec
-from jupyter_celery.worker.capture import EventBatcher, relay_output
+from jupyter_celery.worker.batching import EventBatcher
+from jupyter_celery.worker.capture import job_io
 from jupyter_celery.worker.context import WorkerContext
 
 # The key under which the cell's final expression travels in the result manifest.
 VALUE = "value"
-
-
-class ReportedFailure(Exception):
-    """Raised after a ``failed`` event was written, so Celery records FAILURE without a second report."""
 
 
 def _user_traceback(exc: BaseException, filename: str) -> str:
@@ -60,30 +59,40 @@ def _collect_outputs(
     return outputs, skipped
 
 
-def run_cell(spec: JobSpec, ctx: WorkerContext, worker: str, attempt: int) -> dict[str, Any]:
-    """Execute a cell job and report every outcome on its stream; return a summary for Celery's backend.
+def run_cell(spec: JobSpec, ctx: WorkerContext, worker: str, attempt: int, cancel: threading.Event) -> Event:
+    """Execute a cell job, reporting every outcome on its stream; return its terminal event.
 
     The terminal event is written last: after every output event, and after the outputs are stored.
-    The full result manifest travels on the stream only; Celery's result says where to find it.
+    ``cancel`` is set (by the process's cancel watcher) once someone asked the job to stop.
     """
-    batcher = EventBatcher(ctx.events, spec.id)
+    batcher = EventBatcher(ctx.events, spec.id, attempt)
     batcher.add(Event(EventKind.STARTED, {"worker": worker, "pid": os.getpid(), "attempt": attempt}), lazy=True)
     try:
-        terminal = _execute(spec, ctx, batcher)
+        terminal = _execute(spec, ctx, batcher, cancel)
     except BaseException:
         batcher.close()
         raise
     batcher.close(terminal)
-    if terminal.kind is not EventKind.SUCCEEDED:
-        raise ReportedFailure(f"{terminal.fields.get('error_type')}: {terminal.fields.get('message')}")
+    return terminal
+
+
+def summary(spec: JobSpec, terminal: Event) -> dict[str, Any]:
+    """What Celery's result backend keeps of a succeeded job (the manifest stays on the stream)."""
     manifest: dict[str, Any] = terminal.fields["result"]
     return {"job": spec.id, "outputs": sorted(manifest["outputs"]), "has_value": VALUE in manifest}
 
 
-def _execute(spec: JobSpec, ctx: WorkerContext, batcher: EventBatcher) -> Event:
+def _execute(  # noqa: PLR0911 - one outcome per way a job can end
+    spec: JobSpec, ctx: WorkerContext, batcher: EventBatcher, cancel: threading.Event
+) -> Event:
     codec = ctx.codec
     prefix = f"{spec.owner}/jobs/{spec.id}"
-    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+    namespace: dict[str, Any] = {
+        "__name__": "__main__",
+        "__builtins__": builtins,
+        "progress": runtime.progress,
+        "display": runtime.display,
+    }
     try:
         compiled = compile_cell(spec.code, spec.filename, spec.first_line)
         for name, encoded in spec.inputs.items():
@@ -94,14 +103,20 @@ def _execute(spec: JobSpec, ctx: WorkerContext, batcher: EventBatcher) -> Event:
     register_source(spec.code, spec.filename, spec.first_line)
     value: Any = None
     try:
-        with relay_output(batcher):
+        with job_io(batcher, cancel):
             exec(compiled.body, namespace)
             if compiled.final_expression is not None:
                 value = eval(compiled.final_expression, namespace)
+    except CancelRequested:
+        return Event(EventKind.CANCELLED, {"reason": "cancelled on request; the job stopped at a cancellation point"})
     except SoftTimeLimitExceeded:
         limit = f" of {spec.timeout:g}s" if spec.timeout else ""
         return _failed("JobTimeout", f"the job ran over its time limit{limit} and was stopped", reason="timeout")
     except BaseException as exc:  # the user's code may raise anything, SystemExit included
+        if isinstance(exc, SystemExit) and cancel.is_set():
+            # Celery terminated the process after the cancel grace period: let it exit; the
+            # worker's main process reports the job cancelled (task_revoked).
+            raise
         return _failed(type(exc).__qualname__, str(exc), _user_traceback(exc, spec.filename))
 
     try:
