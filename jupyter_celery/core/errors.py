@@ -117,3 +117,20 @@ class JobCancelled(JobFailed):
 
 class JobLost(JobFailed):
     """The job's worker disappeared and the job cannot be recovered."""
+
+
+class ScheduleError(JupyterCeleryError):
+    """A scheduled-notebook operation failed. Subclasses say how."""
+
+
+class InvalidSchedule(ScheduleError):
+    """A schedule definition is invalid (bad cron or interval, unknown parameter, unknown
+    timezone...). Nothing was saved."""
+
+
+class ScheduleNotFound(ScheduleError):
+    """No schedule of that name for this owner."""
+
+
+class ScheduleExists(ScheduleError):
+    """A schedule of that name exists already (update it, or pass ``replace=True``)."""

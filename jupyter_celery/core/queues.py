@@ -67,6 +67,10 @@ VISIBILITY_TIMEOUT = max(p.time_limit for p in PROFILES.values()) + 3600
 # Seconds between the soft limit of a job's own --timeout and the hard kill of its process.
 HARD_LIMIT_GRACE = 10.0
 
+# Seconds a scheduled run may go past its own timeout (which it enforces itself: kernel shutdown,
+# storing outputs) before Celery's soft limit stops it; the hard limit follows HARD_LIMIT_GRACE later.
+RUN_GRACE = 30.0
+
 
 def profile(queue: str) -> QueueProfile:
     """The profile of ``queue``, or a clear error naming the known queues."""

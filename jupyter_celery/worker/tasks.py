@@ -10,9 +10,18 @@ from celery import Celery, Task
 from celery.exceptions import TimeLimitExceeded
 
 from jupyter_celery.core.errors import ConnectionFailed, ProtocolError
-from jupyter_celery.core.protocol import TASK_ECHO, TASK_RUN_CELL, Event, EventKind, JobSpec
+from jupyter_celery.core.protocol import (
+    TASK_ECHO,
+    TASK_RUN_CELL,
+    TASK_RUN_NOTEBOOK,
+    Event,
+    EventKind,
+    JobSpec,
+    NotebookRunSpec,
+)
 from jupyter_celery.worker.context import context
 from jupyter_celery.worker.execution import ReportedFailure, run_cell
+from jupyter_celery.worker.notebook_runner import run_log, run_notebook
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -39,6 +48,35 @@ class JobTask(Task):  # type: ignore[misc]
         # if Redis is unreachable, the kernel's reader notices the silent job from its Celery state
         with contextlib.suppress(ConnectionFailed):
             context().events.append(task_id, Event(EventKind.FAILED, fields))
+        self.after_failure(task_id, args, fields)
+
+    def after_failure(self, task_id: str, args: Any, fields: dict[str, str]) -> None:
+        """What a kind of job records besides its stream when it failed outside its body."""
+
+
+class NotebookTask(JobTask):
+    """A run of a scheduled notebook: a failure outside the body also ends the run's record and lock."""
+
+    def after_failure(self, task_id: str, args: Any, fields: dict[str, str]) -> None:
+        message = args[0] if args and isinstance(args[0], dict) else {}
+        runs = run_log(context())
+        with contextlib.suppress(ConnectionFailed, OSError):
+            runs.finish(
+                task_id, "failed", error=f"{fields['error_type']}: {fields['message']}", reason=fields["reason"]
+            )
+            if message.get("owner") and message.get("schedule"):
+                runs.release(str(message["owner"]), str(message["schedule"]), task_id)
+
+
+def _invalid(message: Any, exc: Exception) -> ReportedFailure:
+    """End the stream of a job whose message is invalid; the error to raise."""
+    job_id = message.get("id") if isinstance(message, dict) else None
+    if job_id:
+        context().events.append(
+            str(job_id),
+            Event(EventKind.FAILED, {"error_type": "ProtocolError", "message": str(exc), "reason": "invalid"}),
+        )
+    return ReportedFailure(str(exc))
 
 
 def register(app: Celery) -> None:
@@ -52,16 +90,7 @@ def register(app: Celery) -> None:
         try:
             spec = JobSpec.from_message(message)
         except (ProtocolError, TypeError) as exc:
-            job_id = message.get("id") if isinstance(message, dict) else None
-            if job_id:
-                context().events.append(
-                    str(job_id),
-                    Event(
-                        EventKind.FAILED,
-                        {"error_type": "ProtocolError", "message": str(exc), "reason": "invalid"},
-                    ),
-                )
-            raise ReportedFailure(str(exc)) from None
+            raise _invalid(message, exc) from None
         request = self.request
         attempt = int(request.retries or 0) + 1
         if (request.delivery_info or {}).get("redelivered"):
@@ -73,6 +102,21 @@ def register(app: Celery) -> None:
                 ),
             )
         return run_cell(spec, context(), worker=str(request.hostname), attempt=attempt)
+
+    @app.task(name=TASK_RUN_NOTEBOOK, bind=True, base=NotebookTask, track_started=False)  # type: ignore[untyped-decorator]
+    def run_notebook_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
+        """One attempt of a scheduled notebook run; a failed attempt with retries left queues the next one."""
+        try:
+            spec = NotebookRunSpec.from_message(message)
+        except (ProtocolError, TypeError) as exc:
+            raise _invalid(message, exc) from None
+        attempt = int(self.request.retries or 0) + 1
+        last = run_notebook(spec, context(), worker=str(self.request.hostname), attempt=attempt)
+        if last.kind is EventKind.RETRYING:
+            raise self.retry(countdown=spec.retry_delay, max_retries=spec.retries)
+        if last.kind is EventKind.FAILED:
+            raise ReportedFailure(f"{last.fields.get('error_type')}: {last.fields.get('message')}")
+        return {"run": spec.id, "state": last.kind.value}
 
     @app.task(name=TASK_ECHO)  # type: ignore[untyped-decorator]
     def echo(value: Any = None) -> Any:
