@@ -124,7 +124,7 @@ def test_parameters_cell_declares_the_parameters(tmp_path):
     file = parse_notebook(notebook.read_bytes(), "n.ipynb")
     assert file.parameters == {"region": '"emea"', "days": "7"}
     file.check_parameters({"region": "apac"})
-    with pytest.raises(InvalidSchedule, match="unknown parameter.*regio .*declares: region, days"):
+    with pytest.raises(InvalidSchedule, match=r"unknown parameter.*regio .*declares: region, days"):
         file.check_parameters({"regio": "apac"})
     plain = parse_notebook(write_notebook(tmp_path / "p.ipynb", "1").read_bytes(), "p.ipynb")
     with pytest.raises(InvalidSchedule, match="no cell tagged 'parameters'"):
@@ -139,9 +139,9 @@ def test_default_names():
 
 
 def test_beat_entry_keys_are_those_of_the_protocol(stack):
+    from jupyter_celery.core.app import make_app
     from jupyter_celery.kernel.client import get_client
     from jupyter_celery.scheduling.entries import NotebookEntry, configure_redbeat, entry_for
-    from jupyter_celery.core.app import make_app
 
     settings = get_client().settings
     app = configure_redbeat(make_app(settings, name="entry-test"), settings)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 
 from jupyter_celery.core.protocol import DEFAULT_QUEUE, OVERLAP_POLICIES, QUEUES
 from jupyter_celery.kernel.schedules import Schedule, ScheduleList, schedule_notebook, schedules
@@ -46,7 +48,8 @@ class ScheduleMagics(Magics):
             s = %celery_schedule reports/daily.ipynb --every 1h --replace
             s.run_now()
         """
-        args = parse_argstring(self.celery_schedule, line)
+        # shell quoting (a cron expression has spaces): IPython's own splitting keeps the quotes
+        args = self.celery_schedule.parser.parse_args(shlex.split(line))
         return schedule_notebook(
             args.notebook, cron=args.cron, every=args.every, timezone=args.tz, parameters=parse_parameters(args.param),
             queue=args.queue, name=args.name, timeout=args.timeout, retries=args.retries,
