@@ -79,6 +79,16 @@ def _invalid(message: Any, exc: Exception) -> ReportedFailure:
     return ReportedFailure(str(exc))
 
 
+def _attempt(task: Task, job_id: str) -> int:
+    """This attempt's number; a message re-delivered after its worker was lost says so on the stream."""
+    request = task.request
+    attempt = int(request.retries or 0) + 1
+    if (request.delivery_info or {}).get("redelivered"):
+        reason = "re-delivered after its worker was lost"
+        context().events.append(job_id, Event(EventKind.RETRYING, {"attempt": attempt, "reason": reason}))
+    return attempt
+
+
 def register(app: Celery) -> None:
     """Register the tasks on ``app``."""
 
@@ -91,17 +101,7 @@ def register(app: Celery) -> None:
             spec = JobSpec.from_message(message)
         except (ProtocolError, TypeError) as exc:
             raise _invalid(message, exc) from None
-        request = self.request
-        attempt = int(request.retries or 0) + 1
-        if (request.delivery_info or {}).get("redelivered"):
-            context().events.append(
-                spec.id,
-                Event(
-                    EventKind.RETRYING,
-                    {"attempt": attempt, "reason": "re-delivered after its worker was lost"},
-                ),
-            )
-        return run_cell(spec, context(), worker=str(request.hostname), attempt=attempt)
+        return run_cell(spec, context(), worker=str(self.request.hostname), attempt=_attempt(self, spec.id))
 
     @app.task(name=TASK_RUN_NOTEBOOK, bind=True, base=NotebookTask, track_started=False)  # type: ignore[untyped-decorator]
     def run_notebook_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
@@ -110,8 +110,7 @@ def register(app: Celery) -> None:
             spec = NotebookRunSpec.from_message(message)
         except (ProtocolError, TypeError) as exc:
             raise _invalid(message, exc) from None
-        attempt = int(self.request.retries or 0) + 1
-        last = run_notebook(spec, context(), worker=str(self.request.hostname), attempt=attempt)
+        last = run_notebook(spec, context(), worker=str(self.request.hostname), attempt=_attempt(self, spec.id))
         if last.kind is EventKind.RETRYING:
             raise self.retry(countdown=spec.retry_delay, max_retries=spec.retries)
         if last.kind is EventKind.FAILED:
