@@ -9,7 +9,14 @@ import signal
 import pytest
 
 from jupyter_celery.cli.redis_server import free_port, start_redis, wait_for_redis
-from jupyter_celery.core.errors import InvalidSchedule, JobTimeout, RemoteError, ScheduleExists, ScheduleNotFound
+from jupyter_celery.core.errors import (
+    InvalidSchedule,
+    JobCancelled,
+    JobTimeout,
+    RemoteError,
+    ScheduleExists,
+    ScheduleNotFound,
+)
 from jupyter_celery.core.protocol import EventKind, Keys
 from jupyter_celery.core.settings import Settings
 from jupyter_celery.kernel.client import get_client
@@ -219,3 +226,27 @@ def test_schedules_survive_a_redis_restart(tmp_path):
         server.wait(30)
         if server.stderr:
             server.stderr.close()
+
+
+def test_a_cancelled_run_ends_cancelled_and_frees_its_schedule(registry, stack, tmp_path):
+    notebook = write_notebook(
+        tmp_path / "gated.ipynb",
+        "import os, time\nwhile not os.path.exists(gate):\n    time.sleep(0.05)\nprint('released')",
+        parameters="gate = ''",
+    )
+    gate = tmp_path / "gate"
+    spec = registry.create(notebook, every="1d", parameters={"gate": str(gate)}, paused=True)
+    job = Schedule(spec, registry).run_now()
+    wait_until(
+        lambda: any(e.kind is EventKind.PROGRESS for e in registry.events.history(job.id)), 120, "the run's first cell"
+    )
+    job.cancel()
+    with pytest.raises(JobCancelled, match="cancelled while running"):
+        job.wait()
+    run = registry.runs.get(job.id)
+    assert (run.state, run.reason) == ("cancelled", "cancelled")
+    assert not stack.redis.exists(Keys().schedule_running("tester", spec.name))
+    gate.touch()
+    again = Schedule(spec, registry).run_now()  # not skipped: the lock went with the cancelled run
+    again.wait()
+    assert registry.runs.get(again.id).state == "succeeded"

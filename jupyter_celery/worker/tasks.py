@@ -8,6 +8,7 @@ from typing import Any
 from billiard.exceptions import WorkerLostError
 from celery import Celery, Task
 from celery.exceptions import TimeLimitExceeded
+from celery.signals import task_revoked
 
 from jupyter_celery.core.errors import ConnectionFailed, ProtocolError
 from jupyter_celery.core.protocol import (
@@ -45,10 +46,10 @@ class JobTask(Task):  # type: ignore[misc]
             fields = {"error_type": "WorkerLost", "message": str(exc), "reason": "lost"}
         else:
             fields = {"error_type": type(exc).__name__, "message": str(exc), "reason": "error"}
+        self.after_failure(task_id, args, fields)  # before the terminal event, which readers act on
         # if Redis is unreachable, the kernel's reader notices the silent job from its Celery state
         with contextlib.suppress(ConnectionFailed):
             context().events.append(task_id, Event(EventKind.FAILED, fields))
-        self.after_failure(task_id, args, fields)
 
     def after_failure(self, task_id: str, args: Any, fields: dict[str, str]) -> None:
         """What a kind of job records besides its stream when it failed outside its body."""
@@ -58,14 +59,31 @@ class NotebookTask(JobTask):
     """A run of a scheduled notebook: a failure outside the body also ends the run's record and lock."""
 
     def after_failure(self, task_id: str, args: Any, fields: dict[str, str]) -> None:
-        message = args[0] if args and isinstance(args[0], dict) else {}
-        runs = run_log(context())
-        with contextlib.suppress(ConnectionFailed, OSError):
-            runs.finish(
-                task_id, "failed", error=f"{fields['error_type']}: {fields['message']}", reason=fields["reason"]
-            )
-            if message.get("owner") and message.get("schedule"):
-                runs.release(str(message["owner"]), str(message["schedule"]), task_id)
+        end_run(task_id, args, "failed", error=f"{fields['error_type']}: {fields['message']}", reason=fields["reason"])
+
+
+def end_run(run_id: str, args: Any, state: str, **values: Any) -> None:
+    """Record how a run ended outside its body, and give its schedule's overlap lock back."""
+    message = args[0] if args and isinstance(args[0], dict) else {}
+    runs = run_log(context())
+    with contextlib.suppress(ConnectionFailed, OSError):
+        runs.finish(run_id, state, **values)
+        if message.get("owner") and message.get("schedule"):
+            runs.release(str(message["owner"]), str(message["schedule"]), run_id)
+
+
+def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_kw: Any) -> None:
+    """A revoked run (cancelled while queued, or terminated while running) ends ``cancelled``.
+
+    Celery calls no failure hook for a revoked task, so without this its stream would never end
+    and its schedule's overlap lock would be held until it expires.
+    """
+    if getattr(sender, "name", None) != TASK_RUN_NOTEBOOK or request is None:
+        return
+    reason = "cancelled while running" if terminated else "cancelled before it started"
+    end_run(request.id, request.args, "cancelled", reason="cancelled", error=reason)
+    with contextlib.suppress(ConnectionFailed):  # the terminal event last, once the run is recorded
+        context().events.append(request.id, Event(EventKind.CANCELLED, {"reason": reason}))
 
 
 def _invalid(message: Any, exc: Exception) -> ReportedFailure:
@@ -91,6 +109,7 @@ def _attempt(task: Task, job_id: str) -> int:
 
 def register(app: Celery) -> None:
     """Register the tasks on ``app``."""
+    task_revoked.connect(on_revoked, weak=False)
 
     # track_started=False: the job stream's `started` event (and the job record) already say the job
     # runs; Celery's STARTED state would be a second write on the critical path of every job
