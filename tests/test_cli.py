@@ -72,7 +72,7 @@ def test_up_status_second_up_and_down(tmp_path):
     assert status.returncode == 0, status.stdout + status.stderr
     assert "queue python_q   1 worker(s)" in status.stdout
     assert "queue circuit_q  1 worker(s)" in status.stdout
-    assert "beat " in status.stdout and "NOT RUNNING" not in status.stdout
+    assert "beat: active" in status.stdout and "NOT RUNNING" not in status.stdout
     assert "store file://" in status.stdout
 
     # a notebook on this machine finds the stack through the connection file

@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "status", help="is the broker reachable, which workers serve which queue, how deep are the queues",
         description="Check the configured stack: broker reachable, live workers per queue (ping), "
-        "messages waiting per queue, store location. Exits non-zero when something is down.",
+        "messages waiting per queue, whether a beat is active, store location. Exits non-zero when "
+        "something is down (no active beat is reported, not counted: not every deployment schedules).",
     )  # fmt: skip
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for worker replies (default 1)")
     _state_dir_option(p)
