@@ -79,6 +79,8 @@ def test_definitions_are_kept_changed_and_removed(registry, stack, tmp_path):
     assert registry.store.get(updated.notebook_key) == notebook.read_bytes()
     with pytest.raises(InvalidSchedule, match="unknown parameter"):
         registry.update("daily", parameters={"nope": 1})
+    with pytest.raises(InvalidSchedule, match="name cannot change"):
+        registry.update("daily", name="weekly")
     assert registry.get("daily") == updated  # nothing saved
 
     assert registry.pause("daily").paused

@@ -39,7 +39,9 @@ from jupyter_celery.scheduling.entries import NotebookEntry, configure_redbeat, 
 from jupyter_celery.scheduling.model import ScheduleSpec, check_name, name_for
 from jupyter_celery.scheduling.notebook import NotebookFile, parse_notebook, read_notebook
 from jupyter_celery.scheduling.runs import RunLog, RunRecord
-from jupyter_celery.scheduling.timing import CronSchedule, interval_upcoming
+from jupyter_celery.scheduling.timing import CronSchedule, check_timezone, interval_upcoming
+
+FIXED_FIELDS = frozenset({"name", "owner", "notebook_key", "created", "updated"})
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,13 @@ class Registry:
 
     def update(self, name: str, *, owner: str | None = None, notebook: str | Path | None = None,
                **changes: Any) -> ScheduleSpec:  # fmt: skip
-        """Change a schedule; ``notebook=`` uploads the notebook again (from that path)."""
+        """Change a schedule; ``notebook=`` uploads the notebook again (from that path).
+
+        The name and owner are fixed (create another schedule to rename one); the run history stays.
+        """
+        fixed = sorted(set(changes) & FIXED_FIELDS)
+        if fixed:
+            raise InvalidSchedule(f"a schedule's {', '.join(fixed)} cannot change; create another schedule instead")
         spec = self.get(name, owner)
         file: NotebookFile | None = None
         if notebook is not None:
@@ -113,7 +121,10 @@ class Registry:
         if file is not None:
             file.check_parameters(changed.parameters)
             changed = changed.changed(notebook_key=self._upload(file, spec.owner, spec.name))
-        return self._save(changed)
+        self._save(changed)
+        if spec.paused and not changed.paused:
+            self._restart_clock(changed)
+        return changed
 
     def _upload(self, file: NotebookFile, owner: str, name: str) -> str:
         key = schedule_notebook_path(owner, name, file.digest)
@@ -125,7 +136,7 @@ class Registry:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.schedule(spec.owner, spec.name), mapping={"spec": spec.to_json()})
         pipe.sadd(self.keys.owner_schedules(spec.owner), spec.name)
-        self.runs._run(pipe)
+        self.runs.execute(pipe)
         entry_for(spec, self.app, self.keys).save()
         return spec
 
@@ -152,8 +163,12 @@ class Registry:
     def resume(self, name: str, owner: str | None = None) -> ScheduleSpec:
         """Queue runs again, from the next due time on (runs missed while paused are not caught up)."""
         spec = self._save(self.get(name, owner).changed(paused=False))
-        NotebookEntry.from_key(self.keys.beat_entry(spec.owner, spec.name), app=self.app).reschedule()
+        self._restart_clock(spec)
         return spec
+
+    def _restart_clock(self, spec: ScheduleSpec) -> None:
+        """Count the next due time from now, so that runs missed while paused are not caught up."""
+        NotebookEntry.from_key(self.keys.beat_entry(spec.owner, spec.name), app=self.app).reschedule()
 
     def delete(self, name: str, owner: str | None = None) -> None:
         """Remove the schedule, its beat entry and its run history (stored outputs stay in the store)."""
@@ -162,7 +177,7 @@ class Registry:
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.keys.schedule(spec.owner, spec.name))
         pipe.srem(self.keys.owner_schedules(spec.owner), spec.name)
-        self.runs._run(pipe)
+        self.runs.execute(pipe)
         self.runs.forget(spec.owner, spec.name)
 
     # -- times ---------------------------------------------------------------------------------
@@ -179,7 +194,7 @@ class Registry:
         if spec.cron is not None:
             return CronSchedule(spec.cron, spec.timezone).upcoming(now, count)
         last = self.last_run_at(spec) or datetime.fromtimestamp(spec.updated, timezone.utc)
-        zone = CronSchedule("@daily", spec.timezone).zone
+        zone = check_timezone(spec.timezone)
         return [t.astimezone(zone) for t in interval_upcoming(spec.every or 0, last, now, count)]
 
     # -- runs ----------------------------------------------------------------------------------

@@ -95,7 +95,8 @@ class RunLog:
         self.url = url
         self._release = client.register_script(RELEASE_SCRIPT)
 
-    def _run(self, pipe: Any) -> list[Any]:
+    def execute(self, pipe: Any) -> list[Any]:
+        """Run a pipeline on this Redis; an unreachable Redis is :class:`ConnectionFailed`."""
         try:
             return list(pipe.execute())
         except REDIS_ERRORS as exc:
@@ -114,14 +115,14 @@ class RunLog:
         if old:
             pipe.zrem(index, *old)
             pipe.delete(*(self.keys.run(r) for r in old))
-        self._run(pipe)
+        self.execute(pipe)
 
     def update(self, run_id: str, **values: Any) -> None:
         """Set fields of a run's record (``None`` clears a field)."""
         mapping = {k: "" if v is None else str(v) for k, v in values.items()}
         pipe: Any = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.run(run_id), mapping=mapping)
-        self._run(pipe)
+        self.execute(pipe)
 
     def finish(self, run_id: str, state: str, **values: Any) -> None:
         """Record how a run ended."""
@@ -137,7 +138,7 @@ class RunLog:
         pipe = self.redis.pipeline(transaction=False)
         for run_id in ids:
             pipe.hgetall(self.keys.run(run_id))
-        return [RunRecord.from_hash(data) for data in self._run(pipe) if data]
+        return [RunRecord.from_hash(data) for data in self.execute(pipe) if data]
 
     def forget(self, owner: str, schedule: str) -> None:
         """Remove a schedule's whole history."""
