@@ -101,7 +101,7 @@ class Registry:
             spec = spec.changed(created=previous.created)
         return self._save(spec.changed(notebook_key=self._upload(file, owner, name)))
 
-    def update(self, name: str, *, owner: str | None = None, notebook: str | Path | None = None,
+    def update(self, name: str, /, *, owner: str | None = None, notebook: str | Path | None = None,
                **changes: Any) -> ScheduleSpec:  # fmt: skip
         """Change a schedule; ``notebook=`` uploads the notebook again (from that path).
 
