@@ -38,3 +38,12 @@ def finished(registry, run_id: str):
     """The run's record once it has ended (None before), for ``wait_until``."""
     run = registry.runs.get(run_id)
     return run if run is not None and run.finished else None
+
+
+def gated_notebook(path: Path) -> Path:
+    """A notebook that runs until the file named by its ``gate`` parameter exists: a run the test ends."""
+    return write_notebook(
+        path,
+        "import os, time\nwhile not os.path.exists(gate):\n    time.sleep(0.05)\nprint('released')",
+        parameters="gate = ''",
+    )

@@ -25,7 +25,7 @@ from jupyter_celery.scheduling.entries import NotebookEntry
 from jupyter_celery.scheduling.registry import Registry
 from jupyter_celery.scheduling.timing import CronSchedule
 
-from .nbfiles import cell_text, finished, write_notebook
+from .nbfiles import cell_text, finished, gated_notebook, write_notebook
 from .waiting import wait_until
 
 
@@ -171,11 +171,7 @@ def test_a_run_that_goes_over_its_timeout_is_stopped(registry, stack, tmp_path):
 
 
 def test_an_overlapping_run_is_skipped_unless_allowed(registry, stack, tmp_path):
-    notebook = write_notebook(
-        tmp_path / "gated.ipynb",
-        "import os, time\nwhile not os.path.exists(gate):\n    time.sleep(0.05)\nprint('released')",
-        parameters="gate = ''",
-    )
+    notebook = gated_notebook(tmp_path / "gated.ipynb")
     gate = tmp_path / "gate-1"
     spec = registry.create(notebook, every="1d", parameters={"gate": str(gate)}, paused=True)
     first = registry.run_now(spec.name)
@@ -231,11 +227,7 @@ def test_schedules_survive_a_redis_restart(tmp_path):
 
 
 def test_a_cancelled_run_ends_cancelled_and_frees_its_schedule(registry, stack, tmp_path):
-    notebook = write_notebook(
-        tmp_path / "gated.ipynb",
-        "import os, time\nwhile not os.path.exists(gate):\n    time.sleep(0.05)\nprint('released')",
-        parameters="gate = ''",
-    )
+    notebook = gated_notebook(tmp_path / "gated.ipynb")
     gate = tmp_path / "gate"
     spec = registry.create(notebook, every="1d", parameters={"gate": str(gate)}, paused=True)
     job = Schedule(spec, registry).run_now()
