@@ -23,7 +23,7 @@ import redis
 from jupyter_celery.cli.processes import ProcessRecord, stop
 from jupyter_celery.cli.redis_server import free_port, start_redis, wait_for_redis
 from jupyter_celery.cli.stack import start_worker, wait_for_workers
-from jupyter_celery.core.protocol import QUEUES
+from jupyter_celery.core.protocol import QUEUES, Keys
 from jupyter_celery.core.settings import ENV_PREFIX
 
 
@@ -89,8 +89,9 @@ class TestStack:
         return (self.logs / f"{queue}.log").read_text(errors="replace")
 
     def clean(self) -> None:
+        keep = {Keys().beat_lock()}  # a beat running across tests keeps its lock
         for pattern in ("jc:*", "celery-task-meta-*"):
-            keys = list(self.redis.scan_iter(pattern, count=1000))
+            keys = [k for k in self.redis.scan_iter(pattern, count=1000) if k not in keep]
             if keys:
                 self.redis.delete(*keys)
 

@@ -7,9 +7,16 @@ In a notebook::
     %%celery -q python_q
     total = sum(range(n))
 
-Inside a job, ``from jupyter_celery import progress`` reports progress to the notebook. This
-module imports nothing from Jupyter at import time (the notebook-side functions load on first
-use), so code running on a worker can import it too.
+Inside a job, ``from jupyter_celery import progress`` reports progress to the notebook.
+
+Scheduled notebooks::
+
+    import jupyter_celery as jc
+    s = jc.schedule_notebook("reports/daily.ipynb", cron="0 6 * * 1-5", parameters={"region": "emea"})
+    jc.schedules()
+
+This module imports nothing from Jupyter at import time (the notebook-side functions load on
+first use), so code running on a worker can import it too.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ _LAZY = {
     "jobs": "jupyter_celery.kernel.api",
     "wait_all": "jupyter_celery.kernel.api",
     "Job": "jupyter_celery.kernel.job",
+    "schedule_notebook": "jupyter_celery.kernel.schedules",
+    "schedules": "jupyter_celery.kernel.schedules",
 }
 
 __all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
@@ -39,6 +48,8 @@ __all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
     "attach",
     "cancel",
     "jobs",
+    "schedule_notebook",
+    "schedules",
     "wait_all",
 ]
 

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from jupyter_celery.cli.redis_server import free_port
+from jupyter_celery.cli.schedule import SUBCOMMANDS
 from jupyter_celery.core.protocol import JobSpec, new_job_id
 from jupyter_celery.core.settings import ENV_PREFIX, Settings
 from jupyter_celery.kernel.client import Client
@@ -63,13 +64,15 @@ def test_up_status_second_up_and_down(tmp_path):
     assert started.returncode == 0, started.stdout + started.stderr
     assert "jupyter-celery stack is up" in started.stdout
     pids = recorded_pids(state)
-    assert len(pids) == 3
+    assert len(pids) == 4  # redis, a worker per queue, beat
     assert all(psutil.pid_exists(p) for p in pids)
+    assert "beat " in started.stdout
 
     status = cli("status", "--state-dir", str(state))
     assert status.returncode == 0, status.stdout + status.stderr
     assert "queue python_q   1 worker(s)" in status.stdout
     assert "queue circuit_q  1 worker(s)" in status.stdout
+    assert "beat: active" in status.stdout and "NOT RUNNING" not in status.stdout
     assert "store file://" in status.stdout
 
     # a notebook on this machine finds the stack through the connection file
@@ -163,7 +166,11 @@ def test_status_redacts_passwords_and_fails_when_the_broker_is_down():
     assert "redis://:***@127.0.0.1" in result.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["down"], ["status"], ["worker"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["up"], ["down"], ["status"], ["worker"], ["beat"], ["schedule"]]
+    + [["schedule", action] for action in SUBCOMMANDS],
+)
 def test_every_command_has_help(command):
     result = cli(*command, "--help")
     assert result.returncode == 0

@@ -16,10 +16,11 @@ from jupyter_celery.core.settings import ENV_PREFIX, Settings, default_state_dir
 DESCRIPTION = """\
 Run heavy notebook work on Celery workers.
 
-On one machine, `jupyter-celery up` starts everything (Redis, a worker per queue, a local
-object store); notebooks then use `%load_ext jupyter_celery` and `%%celery`. A team points
+On one machine, `jupyter-celery up` starts everything (Redis, a worker per queue, beat, a
+local object store); notebooks then use `%load_ext jupyter_celery` and `%%celery`, and
+`jupyter-celery schedule` runs notebooks on a cron or an interval. A team points
 JUPYTER_CELERY_BROKER_URL (and the other variables in the README) at shared services and runs
-`jupyter-celery worker -q QUEUE` on as many machines as it likes.
+`jupyter-celery worker -q QUEUE` on as many machines as it likes, and `jupyter-celery beat` on one.
 """
 
 
@@ -39,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser(
-        "up", help="start the embedded stack: redis-server, a worker per queue, a local store",
+        "up", help="start the embedded stack: redis-server, a worker per queue, beat, a local store",
         description="Start a real redis-server (persistent, on a free loopback port), one prefork "
-        "worker for each queue (" + ", ".join(QUEUES) + ") and a local-directory object store, and "
+        "worker for each queue (" + ", ".join(QUEUES) + "), beat (which queues scheduled notebook "
+        "runs) and a local-directory object store, and "
         "write the connection file that notebooks and workers on this machine read. In the "
         "foreground Ctrl-C stops everything; with --detach it returns once every worker answers a "
         "ping. If a stack is already up, nothing is started; a connection file whose processes are "
@@ -54,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "down", help="stop the processes `up` started",
         description="Stop exactly the processes recorded by `jupyter-celery up` (by pid and start "
-        "time), workers first, Redis last, and remove the connection file. Data in the state "
+        "time), beat and workers first, Redis last, and remove the connection file. Data in the state "
         "directory is kept.",
     )  # fmt: skip
     p.add_argument("--grace", type=float, default=10.0, help="seconds to wait before killing (default 10)")
@@ -63,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "status", help="is the broker reachable, which workers serve which queue, how deep are the queues",
         description="Check the configured stack: broker reachable, live workers per queue (ping), "
-        "messages waiting per queue, store location. Exits non-zero when something is down.",
+        "messages waiting per queue, whether a beat is active, store location. Exits non-zero when "
+        "something is down (no active beat is reported, not counted: not every deployment schedules).",
     )  # fmt: skip
     p.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for worker replies (default 1)")
     _state_dir_option(p)
@@ -82,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-restart", action="store_true", help="run the Celery worker in this process, unsupervised")
     p.add_argument("celery_options", nargs=argparse.REMAINDER, help="more `celery worker` options, after --")
     _state_dir_option(p)
+
+    from jupyter_celery.cli.schedule import add_parsers
+
+    add_parsers(sub, _state_dir_option)
     return parser
 
 
@@ -109,24 +116,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ[ENV_PREFIX + "STATE_DIR"] = str(args.state_dir.resolve())
     state_dir = default_state_dir(os.environ)
     try:
-        if args.command == "up":
-            from jupyter_celery.cli.stack import up
-
-            return up(state_dir, detach=args.detach, echo=echo, timeout=args.timeout)
-        if args.command == "down":
-            from jupyter_celery.cli.stack import down
-
-            return down(state_dir, echo=echo, grace=args.grace)
-        if args.command == "status":
-            from jupyter_celery.cli.status import status
-
-            return status(Settings.from_env(), echo=echo, timeout=args.timeout)
-        if args.command == "worker":
-            return run_worker(args.queue, args.celery_options, restart=not args.no_restart)
+        return _run(args, state_dir)
     except JupyterCeleryError as exc:
         print(f"jupyter-celery: {exc}", file=sys.stderr)
         return 2
-    return 2
+
+
+def _run(args: argparse.Namespace, state_dir: Path) -> int:
+    if args.command == "up":
+        from jupyter_celery.cli.stack import up
+
+        return up(state_dir, detach=args.detach, echo=echo, timeout=args.timeout)
+    if args.command == "down":
+        from jupyter_celery.cli.stack import down
+
+        return down(state_dir, echo=echo, grace=args.grace)
+    if args.command == "status":
+        from jupyter_celery.cli.status import status
+
+        return status(Settings.from_env(), echo=echo, timeout=args.timeout)
+    if args.command == "worker":
+        return run_worker(args.queue, args.celery_options, restart=not args.no_restart)
+    from jupyter_celery.cli.schedule import run_beat_command, run_schedule_command
+
+    if args.command == "beat":
+        return run_beat_command(args)
+    return run_schedule_command(args, echo)
 
 
 if __name__ == "__main__":

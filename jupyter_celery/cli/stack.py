@@ -1,4 +1,4 @@
-"""The embedded single-machine stack: a real redis-server, one worker per queue, a local store.
+"""The embedded single-machine stack: a real redis-server, one worker per queue, beat, a local store.
 
 ``up`` writes a connection file in the state directory (``stack.json``) that every entry point
 reads when ``JUPYTER_CELERY_BROKER_URL`` is not set; ``down`` stops exactly the processes it
@@ -23,7 +23,7 @@ from jupyter_celery.cli.processes import ProcessRecord, stop
 from jupyter_celery.cli.redis_server import free_port, start_redis, wait_for_redis
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.errors import ConnectionFailed
-from jupyter_celery.core.protocol import QUEUES
+from jupyter_celery.core.protocol import QUEUES, Keys
 from jupyter_celery.core.settings import CONNECTION_FILE, ENV_PREFIX, Settings, read_connection_file
 
 Echo = Callable[[str], None]
@@ -108,6 +108,38 @@ def start_worker(
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
 
 
+def start_beat(env: dict[str, str], log_dir: Path, max_interval: float = 5.0) -> subprocess.Popen[bytes]:
+    """Start ``jupyter-celery beat`` in its own session, logging to ``log_dir/beat.log``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "jupyter_celery", "beat", f"--max-interval={max_interval:g}",
+            f"--logfile={log_dir / 'beat.log'}"]  # fmt: skip
+    return subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+
+def beat_lock_holder(broker_url: str, key_prefix: str = "jc") -> str | None:
+    """The token of the beat holding RedBeat's lock (None when no beat is active)."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=2, decode_responses=True)
+    try:
+        holder: Any = client.get(Keys(key_prefix).beat_lock())
+        return str(holder) if holder else None
+    finally:
+        client.close()
+
+
+def wait_for_beat(broker_url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    """Return once a beat holds the schedule lock; raise if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while beat_lock_holder(broker_url) is None:
+        if proc.poll() is not None:
+            raise ConnectionFailed(f"beat exited with code {proc.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise ConnectionFailed(f"beat did not take the schedule lock within {timeout:g}s")
+        time.sleep(0.1)  # polling another process's readiness
+
+
 def wait_for_workers(
     broker_url: str, queues: tuple[str, ...], timeout: float, procs: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -138,6 +170,25 @@ def workers_by_queue(app: Any, timeout: float = 1.0) -> dict[str, list[str]]:
     return out
 
 
+def _start_all(state: StackState, timeout: float) -> None:
+    """Start Redis, a worker per queue and beat, recording each process as soon as it exists."""
+    logs = state.state_dir / "logs"
+
+    def record(name: str, proc: subprocess.Popen[bytes], log: Path) -> subprocess.Popen[bytes]:
+        state.processes.append(ProcessRecord.of(name, proc, str(log)))
+        state.save()
+        return proc
+
+    redis_dir = state.state_dir / "redis"
+    redis_proc = record("redis", start_redis(redis_dir, state.port or 0), redis_dir / "redis.log")
+    wait_for_redis(state.broker_url, redis_proc)
+    env = worker_env(state)
+    workers = [record(f"worker {q}", start_worker(q, env, logs), logs / f"{q}.log") for q in QUEUES]
+    wait_for_workers(state.broker_url, QUEUES, timeout, workers)
+    beat = record("beat", start_beat(env, logs), logs / "beat.log")
+    wait_for_beat(state.broker_url, timeout, beat)
+
+
 def up(state_dir: Path, *, detach: bool, echo: Echo, timeout: float = 90.0) -> int:
     """Start the embedded stack (see the CLI help). Returns the exit code."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -160,23 +211,8 @@ def up(state_dir: Path, *, detach: bool, echo: Echo, timeout: float = 90.0) -> i
         started=time.time(),
     )
     (state_dir / "store").mkdir(exist_ok=True)
-    logs = state_dir / "logs"
-    started: list[subprocess.Popen[bytes]] = []
     try:
-        redis_proc = start_redis(state_dir / "redis", port)
-        started.append(redis_proc)
-        state.processes.append(ProcessRecord.of("redis", redis_proc, str(state_dir / "redis" / "redis.log")))
-        state.save()
-        wait_for_redis(state.broker_url, redis_proc)
-        env = worker_env(state)
-        workers = []
-        for queue in QUEUES:
-            proc = start_worker(queue, env, logs)
-            started.append(proc)
-            workers.append(proc)
-            state.processes.append(ProcessRecord.of(f"worker {queue}", proc, str(logs / f"{queue}.log")))
-            state.save()
-        wait_for_workers(state.broker_url, QUEUES, timeout, workers)
+        _start_all(state, timeout)
     except BaseException as exc:
         stop(state.processes, grace=5)
         state.remove()
@@ -224,7 +260,7 @@ def _run_foreground(state: StackState, echo: Echo) -> int:
 
 
 def down(state_dir: Path, *, echo: Echo, grace: float = 10.0) -> int:
-    """Stop the processes recorded by ``up`` (workers first, Redis last)."""
+    """Stop the processes recorded by ``up`` (beat and workers first, Redis last)."""
     state = StackState.load(state_dir)
     if state is None:
         echo(f"No stack is up (no connection file in {state_dir}); nothing stopped.")

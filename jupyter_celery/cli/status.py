@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from jupyter_celery.cli.stack import Echo, StackState, workers_by_queue
+from jupyter_celery.cli.stack import Echo, StackState, beat_lock_holder, workers_by_queue
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.protocol import QUEUES
 from jupyter_celery.core.settings import Settings, redact_url
@@ -48,6 +48,10 @@ def status(settings: Settings, echo: Echo, timeout: float = 1.0) -> int:
         alive = f"{len(names)} worker(s): {', '.join(sorted(names))}" if names else "NO WORKER"
         echo(f"queue {queue:<10} {alive}; {depth} message(s) waiting")
         ok = ok and bool(names)
+    holder = beat_lock_holder(settings.broker_url, settings.key_prefix)
+    echo(
+        "beat: active (holds the schedule lock)" if holder else "beat: none active (scheduled notebooks are not queued)"
+    )
     store = open_store(settings.store_url)
     echo(f"store {store.describe()}")
     client.close()

@@ -124,3 +124,20 @@ class CancelRequested(BaseException):
     asked to stop. A ``BaseException`` (like ``KeyboardInterrupt``) so that the job's own
     ``except Exception`` blocks do not swallow it; the worker reports the job ``cancelled``.
     """
+
+
+class ScheduleError(JupyterCeleryError):
+    """A scheduled-notebook operation failed. Subclasses say how."""
+
+
+class InvalidSchedule(ScheduleError):
+    """A schedule definition is invalid (bad cron or interval, unknown parameter, unknown
+    timezone...). Nothing was saved."""
+
+
+class ScheduleNotFound(ScheduleError):
+    """No schedule of that name for this owner."""
+
+
+class ScheduleExists(ScheduleError):
+    """A schedule of that name exists already (update it, or pass ``replace=True``)."""

@@ -12,6 +12,22 @@ Redis data model (``<p>`` is the key prefix, ``jc`` by default)::
     <p>:worker:<hostname>   string  a live worker's heartbeat (JSON: queues, pid, ts); expires when it stops
     <p>:queue:<q>:workers   zset    hostnames consuming queue q, scored by their last heartbeat
     <p>:reader:<id>         stream  wake-ups for one kernel's reader (a new job to follow)
+
+Scheduled notebooks (durable: kept in the broker's Redis, which has persistence on)::
+
+    <p>:schedule:<owner>:<name>          hash    the schedule: ``spec`` (JSON of the schedule model)
+    <p>:owner:<owner>:schedules          set     names of one owner's schedules
+    <p>:schedule:<owner>:<name>:runs     zset    run ids of one schedule, scored by queue time
+    <p>:schedule:<owner>:<name>:running  string  the overlap lock: id of the run in progress (expires)
+    <p>:run:<run id>                     hash    one run's record (state, times, output keys, failure)
+    <p>:beat:<owner>:<name>              hash    the RedBeat entry (timing, enabled, last run)
+    <p>:beat::schedule                   zset    RedBeat's entries by due time
+    <p>:beat::lock                       string  RedBeat's lock: one active beat at a time
+
+A run id is also the run's job id (its job record and stream are those of any job) and its
+Celery task id. In the object store, a schedule's files live under
+``<owner>/schedules/<name>/``: ``notebooks/<digest>.ipynb`` (each uploaded version) and
+``runs/<run id>/output.ipynb`` and ``output.html``.
 """
 
 from __future__ import annotations
@@ -36,6 +52,12 @@ DEFAULT_QUEUE = PYTHON_Q
 
 TASK_RUN_CELL = "jupyter_celery.run_cell"
 TASK_ECHO = "jupyter_celery.echo"  # a trivial task: the raw-Celery anchor of the benchmarks
+TASK_RUN_NOTEBOOK = "jupyter_celery.run_notebook"  # one run of a scheduled notebook (papermill)
+
+# What a scheduled run does when the previous run of its schedule is still running.
+OVERLAP_SKIP = "skip"
+OVERLAP_ALLOW = "allow"
+OVERLAP_POLICIES = (OVERLAP_SKIP, OVERLAP_ALLOW)
 
 
 class EventKind(str, Enum):
@@ -147,6 +169,38 @@ class Keys:
     def reader(self, reader_id: str) -> str:
         return f"{self.prefix}:reader:{reader_id}"
 
+    def schedule(self, owner: str, name: str) -> str:
+        return f"{self.prefix}:schedule:{owner}:{name}"
+
+    def owner_schedules(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:schedules"
+
+    def schedule_runs(self, owner: str, name: str) -> str:
+        return f"{self.prefix}:schedule:{owner}:{name}:runs"
+
+    def schedule_running(self, owner: str, name: str) -> str:
+        return f"{self.prefix}:schedule:{owner}:{name}:running"
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{run_id}"
+
+    def beat_prefix(self) -> str:
+        """RedBeat's key prefix: an entry is the prefix followed by the entry's name."""
+        return f"{self.prefix}:beat:"
+
+    def beat_entry_name(self, owner: str, name: str) -> str:
+        return f"{owner}:{name}"
+
+    def beat_entry(self, owner: str, name: str) -> str:
+        return self.beat_prefix() + self.beat_entry_name(owner, name)
+
+    def beat_schedule(self) -> str:
+        """RedBeat's zset of entries by due time (RedBeat derives it from the prefix)."""
+        return self.beat_prefix() + ":schedule"
+
+    def beat_lock(self) -> str:
+        return self.beat_prefix() + ":lock"
+
     def pattern(self) -> str:
         """A SCAN pattern that matches every key of the project."""
         return f"{self.prefix}:*"
@@ -203,13 +257,63 @@ class JobSpec:
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> JobSpec:
-        version = message.get("v")
-        if version != PROTOCOL_VERSION:
-            raise ProtocolError(f"job message has protocol version {version!r}; this worker speaks {PROTOCOL_VERSION}")
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(message) - known
-        if unknown:
-            raise ProtocolError(f"job message has unknown field(s) {sorted(unknown)}")
-        data = dict(message)
+        data = _checked_message(cls.__dataclass_fields__, message, "job")
         data["outputs"] = tuple(data.get("outputs", ()))
         return cls(**data)
+
+
+def schedule_notebook_path(owner: str, name: str, digest: str) -> str:
+    """The store key of one uploaded version of a schedule's notebook."""
+    return f"{owner}/schedules/{name}/notebooks/{digest}.ipynb"
+
+
+def run_output_path(owner: str, name: str, run_id: str, filename: str) -> str:
+    """The store key of a file a run produced (``output.ipynb``, ``output.html``)."""
+    return f"{owner}/schedules/{name}/runs/{run_id}/{filename}"
+
+
+@dataclass(frozen=True)
+class NotebookRunSpec:
+    """The message of one run of a scheduled notebook: everything a worker needs, JSON-safe.
+
+    ``id`` is the run id, the job id and the Celery task id. ``notebook_key`` is the notebook's
+    uploaded copy in the store (workers never read the user's filesystem); ``parameters`` are
+    injected by papermill after the cell tagged ``parameters``. ``timeout`` bounds the whole run
+    (kernel start included); a failed or timed-out run is tried again ``retries`` times,
+    ``retry_delay`` seconds apart. ``trigger`` says who started it: ``beat`` or ``manual``.
+    """
+
+    id: str
+    owner: str
+    schedule: str
+    notebook_key: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE
+    kernel: str = "python3"
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = 0.0
+    overlap: str = OVERLAP_SKIP
+    trigger: str = "manual"
+    submitted: float = field(default_factory=time.time)
+    v: int = PROTOCOL_VERSION
+
+    def to_message(self) -> dict[str, Any]:
+        message = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        message["parameters"] = dict(self.parameters)
+        return message
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> NotebookRunSpec:
+        return cls(**_checked_message(cls.__dataclass_fields__, message, "notebook run"))
+
+
+def _checked_message(known: Any, message: dict[str, Any], what: str) -> dict[str, Any]:
+    """``message`` as constructor arguments, after checking its version and fields."""
+    version = message.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"{what} message has protocol version {version!r}; this worker speaks {PROTOCOL_VERSION}")
+    unknown = set(message) - set(known)
+    if unknown:
+        raise ProtocolError(f"{what} message has unknown field(s) {sorted(unknown)}")
+    return dict(message)

@@ -70,6 +70,11 @@ def hard_limit(timeout: float) -> float:
     return timeout + min(60.0, max(1.0, timeout * 0.1))
 
 
+# Seconds a scheduled run may go past its own timeout (which it enforces itself: kernel shutdown,
+# storing outputs) before Celery's soft limit stops it; the hard limit follows (see hard_limit).
+RUN_GRACE = 30.0
+
+
 def profile(queue: str) -> QueueProfile:
     """The profile of ``queue``, or a clear error naming the known queues."""
     try:

@@ -23,12 +23,12 @@ from jupyter_celery.worker.batching import EventBatcher
 class JobReporter:
     """The runtime reporter of one job: progress and display events, and the cancellation point."""
 
-    def __init__(self, batcher: EventBatcher, cancel: threading.Event) -> None:
+    def __init__(self, batcher: EventBatcher, cancel: threading.Event | None) -> None:
         self.batcher = batcher
         self.cancel = cancel
 
     def check_cancel(self) -> None:
-        if self.cancel.is_set():
+        if self.cancel is not None and self.cancel.is_set():
             raise CancelRequested("the job was cancelled")
 
     def progress(self, done: float, total: float | None, message: str) -> None:
@@ -63,8 +63,11 @@ class _Relay(io.TextIOBase):
 
 
 @contextmanager
-def job_io(batcher: EventBatcher, cancel: threading.Event) -> Iterator[JobReporter]:
-    """Send the job's stdout, stderr, progress and displays to its stream while the block runs."""
+def job_io(batcher: EventBatcher, cancel: threading.Event | None = None) -> Iterator[JobReporter]:
+    """Send the job's stdout, stderr, progress and displays to its stream while the block runs.
+
+    With ``cancel``, each of them raises :class:`CancelRequested` once it is set.
+    """
     reporter = JobReporter(batcher, cancel)
     saved = sys.stdout, sys.stderr
     sys.stdout = _Relay(reporter, EventKind.STDOUT)

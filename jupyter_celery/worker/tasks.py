@@ -4,12 +4,15 @@ and the Celery hooks that end a job's stream when it ends outside its task body.
 Every way a job can end writes exactly one terminal event (the event log drops any second one):
 
 - in the task body (child process): ``succeeded``, ``failed`` (exception, soft time limit, bad
-  input or output), ``cancelled`` (stopped at a cancellation point);
+  input or output), ``cancelled`` (stopped at a cancellation point; a skipped notebook run);
 - ``task_failure`` in the main process: the hard time limit killed the child, or the child was
   lost more often than the job may be retried;
 - ``on_retry`` in the main process: the child was lost and the job is sent again (``retrying``);
 - ``task_revoked`` in the main process: cancelled before it started, or terminated after the
   cancel grace period.
+
+A kind of job that records more than its stream (a scheduled notebook run has a run record and
+an overlap lock) does so in ``after_failure`` / ``after_revoked``, before the terminal event.
 """
 
 from __future__ import annotations
@@ -22,14 +25,23 @@ from celery import Celery, Task, signals
 from celery.exceptions import Ignore, TimeLimitExceeded
 
 from jupyter_celery.core.errors import ConnectionFailed, ProtocolError
-from jupyter_celery.core.protocol import TASK_ECHO, TASK_RUN_CELL, Event, EventKind, JobSpec
-from jupyter_celery.worker.cancel import cancel_watch
+from jupyter_celery.core.protocol import (
+    TASK_ECHO,
+    TASK_RUN_CELL,
+    TASK_RUN_NOTEBOOK,
+    Event,
+    EventKind,
+    JobSpec,
+    NotebookRunSpec,
+)
+from jupyter_celery.worker.cancel import CancelWatch, cancel_watch
 from jupyter_celery.worker.context import context
 from jupyter_celery.worker.execution import run_cell, summary
 from jupyter_celery.worker.heartbeat import Heartbeat
+from jupyter_celery.worker.notebook_runner import run_log, run_notebook
 from jupyter_celery.worker.tqdm_bridge import install_tqdm_bridge
 
-JOB_TASKS = frozenset({TASK_RUN_CELL})
+JOB_TASKS = frozenset({TASK_RUN_CELL, TASK_RUN_NOTEBOOK})
 # How often a job whose worker process died (killed, out of memory) is sent again.
 WORKER_LOST_RETRIES = 2
 
@@ -49,13 +61,43 @@ class JobTask(Task):  # type: ignore[misc]
 
     def on_retry(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """The worker process running the job was lost; Celery sends the job again."""
+        if not isinstance(exc, WorkerLostError):
+            return  # a retry the task asked for itself reported its own `retrying` event
         attempt = int(self.request.retries or 0) + 2
         reason = f"the worker process was lost ({exc}); running the job again"
         _report(task_id, Event(EventKind.RETRYING, {"attempt": attempt, "reason": reason}))
 
+    def after_failure(self, task_id: str, args: Any, fields: dict[str, str]) -> None:
+        """What a kind of job records besides its stream when it failed outside its body."""
+
+    def after_revoked(self, task_id: str, args: Any, reason: str) -> None:
+        """What a kind of job records besides its stream when it was revoked."""
+
+
+class NotebookTask(JobTask):
+    """A run of a scheduled notebook: ending outside the body also ends the run's record and lock."""
+
+    def after_failure(self, task_id: str, args: Any, fields: dict[str, str]) -> None:
+        end_run(task_id, args, "failed", error=f"{fields['error_type']}: {fields['message']}", reason=fields["reason"])
+
+    def after_revoked(self, task_id: str, args: Any, reason: str) -> None:
+        end_run(task_id, args, "cancelled", reason="cancelled", error=reason)
+
+
+def end_run(run_id: str, args: Any, state: str, **values: Any) -> None:
+    """Record how a run ended outside its body, and give its schedule's overlap lock back."""
+    message = args[0] if args and isinstance(args[0], dict) else {}
+    runs = run_log(context())
+    with contextlib.suppress(ConnectionFailed, OSError):
+        runs.finish(run_id, state, **values)
+        if message.get("owner") and message.get("schedule"):
+            runs.release(str(message["owner"]), str(message["schedule"]), run_id)
+
 
 @signals.task_failure.connect
-def _on_task_failure(sender: Any = None, task_id: str = "", exception: BaseException | None = None, **_: Any) -> None:
+def _on_task_failure(
+    sender: Any = None, task_id: str = "", exception: BaseException | None = None, args: Any = None, **_: Any
+) -> None:
     """Failures outside the task body (the body reports its own, as ReportedFailure)."""
     if getattr(sender, "name", None) not in JOB_TASKS or isinstance(exception, ReportedFailure):
         return
@@ -73,6 +115,7 @@ def _on_task_failure(sender: Any = None, task_id: str = "", exception: BaseExcep
         }
     else:
         fields = {"error_type": type(exception).__name__, "message": str(exception), "reason": "error"}
+    sender.after_failure(task_id, args, fields)  # before the terminal event, which readers act on
     _report(task_id, Event(EventKind.FAILED, fields))
 
 
@@ -81,6 +124,7 @@ def _on_task_revoked(sender: Any = None, request: Any = None, terminated: bool =
     if getattr(sender, "name", None) not in JOB_TASKS or request is None:
         return
     reason = "terminated after the cancel grace period" if terminated else "cancelled before it started"
+    sender.after_revoked(request.id, request.args, reason)
     _report(request.id, Event(EventKind.CANCELLED, {"reason": reason}))
 
 
@@ -89,15 +133,42 @@ def _on_process_init(**_: Any) -> None:
     install_tqdm_bridge()
 
 
-def _spec_or_report(message: Any) -> JobSpec:
-    try:
-        return JobSpec.from_message(message)
-    except (ProtocolError, TypeError) as exc:
-        job_id = message.get("id") if isinstance(message, dict) else None
-        if job_id:
-            fields = {"error_type": "ProtocolError", "message": str(exc), "reason": "invalid"}
-            _report(str(job_id), Event(EventKind.FAILED, fields))
-        raise ReportedFailure(str(exc)) from None
+def _invalid(message: Any, exc: Exception) -> ReportedFailure:
+    """End the stream of a job whose message is invalid; the error to raise."""
+    job_id = message.get("id") if isinstance(message, dict) else None
+    if job_id:
+        _report(
+            str(job_id),
+            Event(EventKind.FAILED, {"error_type": "ProtocolError", "message": str(exc), "reason": "invalid"}),
+        )
+    return ReportedFailure(str(exc))
+
+
+def _attempt(task: Task, job_id: str) -> int | None:
+    """This attempt's number, or None when the job already ended (never run a job twice).
+
+    A message can come back for a job that ended (its worker lost the broker before it could
+    acknowledge it); a message re-delivered after its worker was lost says so on the stream.
+    """
+    request = task.request
+    attempt = int(request.retries or 0) + 1
+    redelivered = bool((request.delivery_info or {}).get("redelivered"))
+    if (redelivered or attempt > 1) and context().events.ended(job_id) is not None:
+        return None
+    if redelivered:
+        reason = "re-delivered after its worker was lost"
+        _report(job_id, Event(EventKind.RETRYING, {"attempt": attempt, "reason": reason}))
+    return attempt
+
+
+def _cancel_watch(task: Task) -> CancelWatch:
+    """This process's cancel watcher; it terminates a job through Celery after the grace period."""
+
+    def terminate(job_id: str) -> None:
+        task.app.control.revoke(job_id, terminate=True, signal="SIGTERM")
+
+    ctx = context()
+    return cancel_watch(ctx.events, terminate, ctx.settings.cancel_grace)
 
 
 def register(app: Celery) -> None:
@@ -117,36 +188,57 @@ def register(app: Celery) -> None:
         default_retry_delay=0,
     )
     def run_cell_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
-        spec = _spec_or_report(message)
-        request = self.request
-        attempt = int(request.retries or 0) + 1
+        try:
+            spec = JobSpec.from_message(message)
+        except (ProtocolError, TypeError) as exc:
+            raise _invalid(message, exc) from None
+        attempt = _attempt(self, spec.id)
+        if attempt is None:
+            return {"job": spec.id, "skipped": "the job had already ended"}
         ctx = context()
-        redelivered = bool((request.delivery_info or {}).get("redelivered"))
-        if redelivered or attempt > 1:
-            # A message can come back for a job that already ended (its worker lost the broker
-            # before acknowledging it): never run a job twice once it has ended.
-            final = ctx.events.ended(spec.id)
-            if final is not None:
-                return {"job": spec.id, "skipped": f"the job had already ended ({final})"}
-        if redelivered:
-            reason = "re-delivered after its worker stopped"
-            ctx.events.append(spec.id, Event(EventKind.RETRYING, {"attempt": attempt, "reason": reason}))
-
-        def terminate(job_id: str) -> None:
-            self.app.control.revoke(job_id, terminate=True, signal="SIGTERM")
-
-        watch = cancel_watch(ctx.events, terminate, ctx.settings.cancel_grace)
+        watch = _cancel_watch(self)
         cancel = watch.watch(spec.id)
         try:
-            terminal = run_cell(spec, ctx, worker=str(request.hostname), attempt=attempt, cancel=cancel)
+            terminal = run_cell(spec, ctx, worker=str(self.request.hostname), attempt=attempt, cancel=cancel)
         finally:
             watch.unwatch()
         if terminal.kind is EventKind.SUCCEEDED:
             return summary(spec, terminal)
         if terminal.kind is EventKind.CANCELLED:
-            self.backend.mark_as_revoked(spec.id, str(terminal.fields.get("reason")), request=request)
+            self.backend.mark_as_revoked(spec.id, str(terminal.fields.get("reason")), request=self.request)
             raise Ignore()
         raise ReportedFailure(f"{terminal.fields.get('error_type')}: {terminal.fields.get('message')}")
+
+    @app.task(
+        name=TASK_RUN_NOTEBOOK,
+        bind=True,
+        base=NotebookTask,
+        track_started=False,
+        retry_on_worker_lost=True,
+        max_retries=WORKER_LOST_RETRIES,
+        default_retry_delay=0,
+    )
+    def run_notebook_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
+        """One attempt of a scheduled notebook run; a failed attempt with retries left queues the next one."""
+        try:
+            spec = NotebookRunSpec.from_message(message)
+        except (ProtocolError, TypeError) as exc:
+            raise _invalid(message, exc) from None
+        attempt = _attempt(self, spec.id)
+        if attempt is None:
+            return {"run": spec.id, "skipped": "the run had already ended"}
+        ctx = context()
+        watch = _cancel_watch(self)
+        watch.watch(spec.id)  # a cancelled run is terminated after the grace period
+        try:
+            last = run_notebook(spec, ctx, worker=str(self.request.hostname), attempt=attempt)
+        finally:
+            watch.unwatch()
+        if last.kind is EventKind.RETRYING:
+            raise self.retry(countdown=spec.retry_delay, max_retries=spec.retries)
+        if last.kind is EventKind.FAILED:
+            raise ReportedFailure(f"{last.fields.get('error_type')}: {last.fields.get('message')}")
+        return {"run": spec.id, "state": last.kind.value}
 
     @app.task(name=TASK_ECHO)
     def echo(value: Any = None) -> Any:
