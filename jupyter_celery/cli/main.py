@@ -79,7 +79,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--queue", required=True, choices=QUEUES, help="the queue to consume")
     p.add_argument("celery_options", nargs=argparse.REMAINDER, help="more `celery worker` options, after --")
     _state_dir_option(p)
+
+    p = sub.add_parser(
+        "gc", help="delete job objects (inputs, outputs) that no job refers to any more",
+        description="Delete the job objects in the object store that no job on record refers to "
+        "and that were written longer ago than --older-than; report counts and sizes. A job "
+        "refers to its inputs and outputs until its record expires (JUPYTER_CELERY_JOB_TTL after "
+        "its last event), so queued, running and recent jobs keep theirs. Named datasets are never "
+        "deleted. Partial writes left by interrupted writers are removed too.\n\n"
+        "example: jupyter-celery gc --older-than 7d --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument(
+        "--older-than", type=_duration, default="7d", metavar="AGE",
+        help="only objects written longer ago than this: 90s, 30m, 12h, 7d, 2w (default 7d)",
+    )  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+    p.add_argument("--owner", help="only this owner's objects (default: every owner's)")
+    _state_dir_option(p)
     return parser
+
+
+def _duration(text: str) -> float:
+    from jupyter_celery.core.collector import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_gc(settings: Settings, older_than: float, dry_run: bool, owner: str | None) -> int:
+    from jupyter_celery.core.collector import collect
+    from jupyter_celery.core.events import REDIS_ERRORS, EventLog, unreachable
+    from jupyter_celery.core.store import store_for
+
+    events = EventLog.connect(settings)
+    try:
+        result = collect(store_for(settings), events.referenced_objects, older_than, dry_run=dry_run, owner=owner)
+    except REDIS_ERRORS as exc:
+        raise unreachable(settings.events_url, exc) from exc
+    finally:
+        events.redis.close()
+    for line in result.lines():
+        echo(line)
+    return 0
 
 
 def run_worker(queue: str, options: Sequence[str]) -> int:
@@ -96,7 +140,7 @@ def echo(line: str) -> None:
     print(line, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per command
     args = build_parser().parse_args(argv)
     if args.state_dir is not None:
         os.environ[ENV_PREFIX + "STATE_DIR"] = str(args.state_dir.resolve())
@@ -116,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status(Settings.from_env(), echo=echo, timeout=args.timeout)
         if args.command == "worker":
             return run_worker(args.queue, args.celery_options)
+        if args.command == "gc":
+            return run_gc(Settings.from_env(), args.older_than, args.dry_run, args.owner)
     except JupyterCeleryError as exc:
         print(f"jupyter-celery: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Job records and job streams in Redis: writing events and reading them back.
 
 Every write of an event is one MULTI/EXEC: ``XADD ... MAXLEN ~ N`` on the job's stream, the job
-record's state when the event changes it, and ``EXPIRE`` on both (the TTL is refreshed on every
+record's state when the event changes it, the store keys the job refers to (``SADD`` to its
+objects set) when there are new ones, and ``EXPIRE`` on all three (the TTL is refreshed on every
 write). Readers pass the last id they saw, starting from ``0-0``, never ``$``: a job that ended
 before its reader started is still seen.
 """
@@ -9,7 +10,7 @@ before its reader started is still seen.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -70,8 +71,10 @@ class EventLog:
                 update["ended"] = ts
         return update
 
-    def _add(self, pipe: Any, job_id: str, events: Iterable[Event], record: Mapping[str, str]) -> int:
-        """Queue the commands that add ``events`` and update the record; returns the index of the first XADD."""
+    def _add(
+        self, pipe: Any, job_id: str, events: Iterable[Event], record: Mapping[str, str], objects: Sequence[str]
+    ) -> int:
+        """Queue the writes of ``events``, the record's update and ``objects``; return the first XADD's index."""
         stream = self.keys.events(job_id)
         index = len(pipe.command_stack)
         for event in events:
@@ -81,23 +84,30 @@ class EventLog:
         if record:
             pipe.hset(key, mapping=dict(record))
         pipe.expire(key, self.ttl)
+        objects_key = self.keys.job_objects(job_id)
+        if objects:
+            pipe.sadd(objects_key, *objects)
+        pipe.expire(objects_key, self.ttl)  # the job's objects are kept as long as its record
         return index
 
-    def create(self, job_id: str, record: Mapping[str, str], queued: Event) -> Event:
-        """Write a new job's record, index it under its owner and add its first event (returned with its id)."""
+    def create(self, job_id: str, record: Mapping[str, str], queued: Event, objects: Sequence[str] = ()) -> Event:
+        """Write a new job's record, index it under its owner and add its first event (returned with its id).
+
+        ``objects`` are the store keys of its inputs: from now on ``gc`` keeps them.
+        """
         pipe = self.redis.pipeline(transaction=True)
         owner_index = self.keys.owner_jobs(record["owner"])
         pipe.zadd(owner_index, {job_id: float(record["submitted"])})
         pipe.zremrangebyscore(owner_index, "-inf", time.time() - self.ttl)
         pipe.expire(owner_index, self.ttl)
-        index = self._add(pipe, job_id, [queued], {**record, **self.record_update([queued])})
+        index = self._add(pipe, job_id, [queued], {**record, **self.record_update([queued])}, objects)
         replies = self._execute(pipe)
         return Event(queued.kind, queued.fields, queued.ts, id=str(replies[index]))
 
-    def append(self, job_id: str, *events: Event) -> None:
-        """Add events to a job's stream (and their state to the record), in one transaction."""
+    def append(self, job_id: str, *events: Event, objects: Sequence[str] = ()) -> None:
+        """Add events to a job's stream (their state to its record, ``objects`` to its keys) in one transaction."""
         pipe = self.redis.pipeline(transaction=True)
-        self._add(pipe, job_id, events, self.record_update(events))
+        self._add(pipe, job_id, events, self.record_update(events), objects)
         self._execute(pipe)
 
     def _execute(self, pipe: Any) -> list[Any]:
@@ -138,8 +148,25 @@ class EventLog:
         ids: Any = self.redis.zrevrange(self.keys.owner_jobs(owner), 0, limit - 1)
         return list(ids)
 
+    def job_objects(self, job_id: str) -> set[str]:
+        """The store keys a job refers to."""
+        members: Any = self.redis.smembers(self.keys.job_objects(job_id))
+        return set(members)
+
+    def referenced_objects(self) -> set[str]:
+        """The store keys every job still on record refers to (what ``gc`` must keep)."""
+        found: set[str] = set()
+        names = list(self.redis.scan_iter(self.keys.job_objects_pattern(), count=1000))
+        for start in range(0, len(names), 500):
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names[start : start + 500]:
+                pipe.smembers(name)
+            for members in pipe.execute():
+                found.update(members)
+        return found
+
     def delete_all(self, job_ids: Iterable[str]) -> None:
-        """Remove records and streams (used by tests and clean-up)."""
-        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.events(j))]
+        """Remove records, streams and object sets (used by tests and clean-up)."""
+        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.events(j), self.keys.job_objects(j))]
         if keys:
             self.redis.delete(*keys)

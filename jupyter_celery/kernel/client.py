@@ -7,17 +7,19 @@ One :class:`Client` per kernel process, built on first use from the settings of 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from kombu.exceptions import OperationalError
 
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.codec import Codec
+from jupyter_celery.core.datasets import Catalog
 from jupyter_celery.core.errors import ConnectionFailed
 from jupyter_celery.core.events import EventLog
 from jupyter_celery.core.protocol import TASK_RUN_CELL, Event, EventKind, JobSpec
 from jupyter_celery.core.queues import HARD_LIMIT_GRACE, profile
 from jupyter_celery.core.settings import Settings, redact_url
-from jupyter_celery.core.store import open_store
+from jupyter_celery.core.store import store_for
 from jupyter_celery.kernel.job import Job
 
 
@@ -28,11 +30,15 @@ class Client:
         self.settings = settings
         self.app = make_app(settings, name="jupyter_celery.kernel")
         self.events = EventLog.connect(settings, block_seconds=settings.block_seconds)
-        self.store = open_store(settings.store_url)
-        self.codec = Codec(self.store, settings.inline_limit)
+        self.store = store_for(settings)
+        self.codec = Codec(self.store, settings.inline_limit, settings.frame_format)
+        self.catalog = Catalog(self.store, settings.owner)
 
-    def submit(self, spec: JobSpec, task: str = TASK_RUN_CELL) -> Job:
-        """Record the job, add its ``queued`` event, then send the task by name to its queue."""
+    def submit(self, spec: JobSpec, task: str = TASK_RUN_CELL, objects: Sequence[str] = ()) -> Job:
+        """Record the job, add its ``queued`` event, then send the task by name to its queue.
+
+        ``objects`` are the store keys of the job's inputs, recorded with the job so that ``gc`` keeps them.
+        """
         profile(spec.queue)  # an unknown queue is a clear error before anything is written
         record = {
             "id": spec.id,
@@ -42,7 +48,9 @@ class Client:
             "owner": spec.owner,
             "submitted": f"{spec.submitted:.6f}",
         }
-        queued = self.events.create(spec.id, record, Event(EventKind.QUEUED, {"queue": spec.queue, "name": spec.name}))
+        queued = self.events.create(
+            spec.id, record, Event(EventKind.QUEUED, {"queue": spec.queue, "name": spec.name}), objects
+        )
         limits = {}
         if spec.timeout:
             limits = {"soft_time_limit": spec.timeout, "time_limit": spec.timeout + HARD_LIMIT_GRACE}

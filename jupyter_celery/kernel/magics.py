@@ -10,6 +10,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from jupyter_celery.core.cellcode import check_cell
 from jupyter_celery.core.errors import EncodingError, JupyterCeleryError
+from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import DEFAULT_QUEUE, QUEUES, JobSpec, environment_fingerprint, new_job_id
 from jupyter_celery.kernel.client import Client, get_client
 
@@ -64,8 +65,8 @@ class CeleryMagics(Magics):
         shell = self.shell
         assert shell is not None
         client = get_client()
-        spec = self._build_spec(client, cell, args)
-        job = client.submit(spec)
+        spec, objects = self._build_spec(client, cell, args)
+        job = client.submit(spec, objects=objects)
         manifest = job.wait()
         outputs, skipped = job.decode_outputs(manifest, strict=spec.strict_outputs)
         shell.user_ns.update(outputs)
@@ -75,7 +76,8 @@ class CeleryMagics(Magics):
             return client.codec.decode("value", manifest["value"])
         return None
 
-    def _build_spec(self, client: Client, cell: str, args: Any) -> JobSpec:
+    def _build_spec(self, client: Client, cell: str, args: Any) -> tuple[JobSpec, list[str]]:
+        """The job spec of the cell, and the store keys of its inputs (written or found in the store)."""
         shell = self.shell
         assert shell is not None
         filename = f"Cell In[{shell.execution_count}]"
@@ -93,9 +95,10 @@ class CeleryMagics(Magics):
             inputs = wanted_inputs
         job_id = new_job_id()
         settings = client.settings
-        prefix = f"{settings.owner}/jobs/{job_id}/in"
-        encoded = {name: client.codec.encode(name, shell.user_ns[name], prefix) for name in inputs}
-        return JobSpec(
+        tag = ObjectTag(settings.owner, job_id, "input")
+        encoded = {name: client.codec.encode(name, shell.user_ns[name], tag) for name in inputs}
+        objects = [key for value in encoded.values() for key in client.codec.keys_of(value)]
+        spec = JobSpec(
             id=job_id,
             kind="cell",
             code=cell,
@@ -110,3 +113,4 @@ class CeleryMagics(Magics):
             first_line=first_line,
             environment=environment_fingerprint(),
         )
+        return spec, objects

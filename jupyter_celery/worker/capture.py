@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from jupyter_celery.core.errors import ConnectionFailed
@@ -126,8 +126,8 @@ class EventBatcher:
                 return
         self._size = 0
 
-    def flush(self, *final: Event) -> None:
-        """Write what is pending (and ``final`` after it) in one transaction.
+    def flush(self, *final: Event, objects: Sequence[str] = ()) -> None:
+        """Write what is pending (and ``final`` after it, and the job's store ``objects``) in one transaction.
 
         On a Redis failure the pending events are kept for the next attempt and, when ``final``
         events were given, the error is raised.
@@ -143,7 +143,7 @@ class EventBatcher:
             if not pending and not final:
                 return
             try:
-                self.events.append(self.job_id, *pending, *final)
+                self.events.append(self.job_id, *pending, *final, objects=objects)
             except ConnectionFailed:
                 with self._lock:
                     self._pending = pending + self._pending
@@ -153,10 +153,10 @@ class EventBatcher:
             finally:
                 self._last_write = time.monotonic()
 
-    def close(self, *final: Event) -> None:
-        """Write everything that is left, then ``final`` (the terminal event), in one transaction."""
+    def close(self, *final: Event, objects: Sequence[str] = ()) -> None:
+        """Write everything that is left, then ``final`` (the terminal event) and ``objects``, in one transaction."""
         self._flusher.cancel(self)
-        self.flush(*final)
+        self.flush(*final, objects=objects)
 
 
 class _Relay(io.TextIOBase):
