@@ -144,7 +144,7 @@ class Codec:
         try:
             table = frames.to_table(value, fmt)
         except frames.NotArrow as exc:
-            if frames.memory_size(value):
+            if value.num_rows if kind == "table" else value.size:  # no warning for a frame without data
                 warnings.warn(
                     FramePickledWarning(f"{kind} {name!r} travels pickled, not as Arrow {fmt}: {exc.reason}"),
                     stacklevel=4,
