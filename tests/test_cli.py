@@ -163,7 +163,7 @@ def test_status_redacts_passwords_and_fails_when_the_broker_is_down():
     assert "redis://:***@127.0.0.1" in result.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["up"], ["down"], ["status"], ["worker"]])
+@pytest.mark.parametrize("command", [[], ["up"], ["down"], ["status"], ["worker"], ["gc"]])
 def test_every_command_has_help(command):
     result = cli(*command, "--help")
     assert result.returncode == 0
