@@ -21,14 +21,15 @@ from jupyter_celery.kernel.client import get_client
 from .waiting import wait_until
 
 DAY = 86400
+OWNER = "gc-tester"  # objects of its own: other tests leave theirs in the session's store
 
 
 def run_job(code: str, inputs: dict) -> tuple[str, set[str]]:
     """Run a cell job to its end; its id and the store keys it refers to."""
     client = get_client()
     job_id = new_job_id()
-    encoded = {n: client.codec.encode(n, v, ObjectTag("tester", job_id, "input")) for n, v in inputs.items()}
-    spec = JobSpec(id=job_id, kind="cell", code=code, owner="tester", inputs=encoded, outputs=("out",))
+    encoded = {n: client.codec.encode(n, v, ObjectTag(OWNER, job_id, "input")) for n, v in inputs.items()}
+    spec = JobSpec(id=job_id, kind="cell", code=code, owner=OWNER, inputs=encoded, outputs=("out",))
     job = client.submit(spec, objects=[k for e in encoded.values() for k in client.codec.keys_of(e)])
     job.wait()
     return job_id, client.events.job_objects(job_id)
@@ -63,7 +64,7 @@ def test_gc_deletes_only_old_unreferenced_job_objects(stack):
     recent_job, recent = run_job("out = len(data)", {"data": np.arange(100_002)})
     assert len(gone) == 2
     assert len(live) == 1
-    dataset = Catalog(store, "tester").put(pd.DataFrame({"v": np.arange(10_000)}), "keep-me")
+    dataset = Catalog(store, OWNER).put(pd.DataFrame({"v": np.arange(10_000)}), "keep-me")
     for key in (*gone, *live, dataset.key):
         age(stack, key, 8)
     expire(stack, gone_job)
@@ -74,14 +75,14 @@ def test_gc_deletes_only_old_unreferenced_job_objects(stack):
     left = partial.with_name("left-behind.part")
     os.utime(left, (time.time() - 8 * DAY,) * 2)
 
-    dry = gc(stack, "--older-than", "7d", "--dry-run")
+    dry = gc(stack, "--older-than", "7d", "--dry-run", "--owner", OWNER)
     assert dry.returncode == 0, dry.stderr
     assert "would delete:" in dry.stdout
     assert "2 object(s)" in dry.stdout.split("would delete:")[1].splitlines()[0]
     assert "dry run: nothing was deleted" in dry.stdout
     assert all(store.exists(k) for k in (*gone, *live, *recent))
 
-    done = gc(stack, "--older-than", "7d")
+    done = gc(stack, "--older-than", "7d", "--owner", OWNER)
     assert done.returncode == 0, done.stderr
     report = {k.strip(): v.strip() for k, v in (line.split(": ", 1) for line in done.stdout.splitlines()[1:])}
     assert report["kept, used by a job"] == f"1 object(s), {human_size(sum(store.stat(k).size for k in live))}"
@@ -103,7 +104,7 @@ def test_gc_keeps_what_a_job_refers_to_again(stack):
     expire(stack, old_job)
     _new_job, again = run_job("out = len(data)", {"data": data})
     assert again == {key}
-    result = collect(store, get_client().events.referenced_objects, 7 * DAY)
+    result = collect(store, get_client().events.referenced_objects, 7 * DAY, owner=OWNER)
     assert key not in result.deleted_keys
     assert store.exists(key)
 

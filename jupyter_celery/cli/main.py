@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "up", help="start the embedded stack: redis-server, a worker per queue, a local store",
         description="Start a real redis-server (persistent, on a free loopback port), one prefork "
-        "worker for each queue (" + ", ".join(QUEUES) + ") and a local-directory object store, and "
+        "worker for each queue (" + ", ".join(QUEUES) + ") and a local-directory object store (or "
+        "the store of JUPYTER_CELERY_STORE_URL when it is set, e.g. MinIO), and "
         "write the connection file that notebooks and workers on this machine read. In the "
         "foreground Ctrl-C stops everything; with --detach it returns once every worker answers a "
         "ping. If a stack is already up, nothing is started; a connection file whose processes are "

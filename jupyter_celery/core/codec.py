@@ -158,9 +158,13 @@ class Codec:
                 return {**encoded, "data": base64.b64encode(data).decode("ascii")}
             stored = self.objects.put_bytes(data, ext, tag)
         else:  # serialised into a staging file, never into memory: a frame of any size costs no extra copy
+            digest = frames.digest(table)
+            found = self.objects.find(tag.owner, digest, ext) if digest else None
+            if found is not None:  # the store has it: nothing to serialise, nothing to upload
+                return {**encoded, "key": found.key, "size": found.size}
             with self.store.staging("." + ext) as path:
                 frames.write(table, fmt, str(path))
-                stored = self.objects.put_staged(path, ext, tag)
+                stored = self.objects.put_staged(path, ext, tag, digest)
         return {**encoded, "key": stored.key, "size": stored.size}
 
     def decode(self, name: str, encoded: Encoded) -> Any:

@@ -150,12 +150,15 @@ class Catalog:
             raise DatasetError(f"dataset {name!r} cannot be stored as Parquet exactly: {exc.reason}") from None
         key = StoreKeys.dataset(owner, name)
         rows, columns = _shape(value, kind)
+        digest = frames.digest(table)
+        existing = self.store.stat(key)
+        if digest and existing is not None and existing.metadata.get("digest") == digest:
+            return DatasetRef.from_info(existing, owner, name)  # unchanged: nothing serialised or uploaded
         with self.store.staging(".parquet") as path:
             frames.write(table, "parquet", str(path))
-            digest = digest_file(path)
-            existing = self.store.stat(key)
+            digest = digest or digest_file(path)
             if existing is not None and existing.metadata.get("digest") == digest:
-                return DatasetRef.from_info(existing, owner, name)  # unchanged: nothing uploaded
+                return DatasetRef.from_info(existing, owner, name)
             metadata = {
                 **ObjectTag(owner, role="dataset").metadata(),
                 "rows": str(rows), "columns": str(columns), "kind": kind, "digest": digest,

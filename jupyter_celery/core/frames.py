@@ -9,7 +9,9 @@ duplicate column names, object columns of mixed Python values (object columns of
 probe shows coming back different (a column index whose labels mix types, an object index
 level...). Dtype differences that a cast repairs exactly (``string[python]`` storage, Parquet's
 ``datetime64[s]`` read back as ``[ms]``, Parquet's non-string categoricals) are repaired on load
-with the original dtypes, recorded in the file's ``jupyter_celery`` metadata.
+with the original dtypes, recorded in the file's ``jupyter_celery`` metadata, and so is a
+DatetimeIndex's frequency. One thing does not survive: the sign and payload bits of a NaN in a
+float column (pyarrow stores NaN as null, and restores the canonical NaN).
 
 **Zero-copy loading.** A file is read from one writable buffer (:meth:`Store.read`), converted with
 ``to_pandas(split_blocks=True, self_destruct=True)``, and the arrays pyarrow hands out read-only
@@ -23,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import struct
 import warnings
 from typing import Any
 
@@ -30,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 
 from jupyter_celery.core.store import ObjectBuffer
 
@@ -174,6 +178,54 @@ def layout_difference(a: Any, b: Any) -> str | None:  # noqa: PLR0911, PLR0912 -
     if a.attrs != b.attrs:
         return "its attrs change"
     return None
+
+
+DIGEST_VERSION = b"jupyter-celery arrow digest 1"
+
+
+def digest(table: pa.Table) -> str | None:
+    """The xxh3-128 digest of ``table``'s Arrow data: schema (with metadata), then each column's chunks with
+    their offsets, lengths, null counts and every buffer. None when a column is nested (lists, structs...),
+    whose children's offsets the flat buffer list does not show: such a table is hashed once serialised.
+
+    The same data gives the same digest, and so the same serialised file, without serialising it: a
+    value the store already holds costs one look-up, not a serialisation. (Equal data laid out in other
+    chunks gets another digest: a missed de-duplication, never a wrong object.)
+    """
+    if not all(_flat(field.type) for field in table.schema):
+        return None
+    hasher = xxhash.xxh3_128(DIGEST_VERSION)
+    hasher.update(table.schema.serialize())
+    hasher.update(struct.pack("<q", table.num_rows))
+    for column in table.columns:
+        chunks = [chunk for chunk in column.chunks if len(chunk)]  # empty chunks hold no data
+        hasher.update(struct.pack("<q", len(chunks)))
+        for chunk in chunks:
+            _hash_array(hasher, chunk)
+    return str(hasher.hexdigest())
+
+
+def _flat(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _flat(kind.value_type)
+    if isinstance(kind, pa.ExtensionType):
+        return _flat(kind.storage_type)
+    return not pa.types.is_nested(kind)
+
+
+def _hash_array(hasher: Any, array: pa.Array) -> None:
+    hasher.update(struct.pack("<qqq", array.offset, len(array), array.null_count))
+    buffers = array.buffers()
+    if array.null_count == 0 and buffers:
+        buffers = [None, *buffers[1:]]  # a validity bitmap without nulls says nothing (and may or may not exist)
+    for buf in buffers:
+        if buf is None:
+            hasher.update(struct.pack("<q", -1))
+        else:
+            hasher.update(struct.pack("<q", buf.size))
+            hasher.update(buf)
+    if isinstance(array, pa.DictionaryArray):
+        _hash_array(hasher, array.dictionary)
 
 
 def write(table: pa.Table, fmt: str, path: str) -> None:

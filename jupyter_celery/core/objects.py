@@ -1,10 +1,11 @@
 """Job objects, content-addressed: an object's key is the digest of its bytes, so it is stored once.
 
-A value is serialised first (into memory when small, into a staging file when large), its bytes
-are hashed with xxh3-128 (tens of GB/s: a few percent of the cost of serialising them, where
-blake2b would double it; measured in ``benchmarks/README.md``), and a metadata look-up (HEAD)
-tells whether the store already holds them. Only then is anything written: a second submission
-of unchanged data uploads nothing.
+The digest is xxh3-128 (tens of GB/s: a few percent of the cost of serialising, where blake2b
+would cost as much as serialising; measured in ``benchmarks/README.md``). For Arrow data it is
+taken over the data itself, before serialising (:func:`jupyter_celery.core.frames.digest`), so a
+metadata look-up (HEAD) tells whether the store already holds the object before any work is
+done; other values are hashed once serialised. Only a missing object is written: a second
+submission of unchanged data uploads nothing, and serialises nothing either when it is a frame.
 
 The digest is not cryptographic: it names content within one owner's prefix, where only that
 owner's own jobs write.
@@ -78,10 +79,20 @@ class Objects:
         self.bytes_written += len(data)
         return StoredObject(key, len(data), digest, written=True)
 
-    def put_staged(self, path: Path, ext: str, tag: ObjectTag) -> StoredObject:
-        """Store the staged file at ``path`` (consumed) unless the store has its bytes already."""
+    def find(self, owner: str, digest: str, ext: str) -> StoredObject | None:
+        """The object of ``owner`` with this digest, if the store has it (one metadata look-up)."""
+        key = StoreKeys.object(owner, digest, ext)
+        info = self.store.stat(key)
+        return None if info is None else StoredObject(key, info.size, digest, written=False)
+
+    def put_staged(self, path: Path, ext: str, tag: ObjectTag, digest: str | None = None) -> StoredObject:
+        """Store the staged file at ``path`` (consumed) unless the store has its bytes already.
+
+        ``digest`` names the content when the caller knows it (a digest of the data the file serialises);
+        otherwise the file's bytes are hashed.
+        """
         size = path.stat().st_size
-        digest = digest_file(path)
+        digest = digest or digest_file(path)
         key = StoreKeys.object(tag.owner, digest, ext)
         if self.store.exists(key):
             return StoredObject(key, size, digest, written=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, magics_class
@@ -96,7 +97,11 @@ class CeleryMagics(Magics):
         job_id = new_job_id()
         settings = client.settings
         tag = ObjectTag(settings.owner, job_id, "input")
-        encoded = {name: client.codec.encode(name, shell.user_ns[name], tag) for name in inputs}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            encoded = {name: client.codec.encode(name, shell.user_ns[name], tag) for name in inputs}
+        for warning in caught:  # e.g. a frame that travels pickled: shown against the cell, not our code
+            warnings.warn_explicit(warning.message, warning.category, filename, first_line)
         objects = [key for value in encoded.values() for key in client.codec.keys_of(value)]
         spec = JobSpec(
             id=job_id,
