@@ -46,7 +46,7 @@ def frame(n: int = 200_000) -> pd.DataFrame:
 
 
 def test_frames_travel_through_s3_both_ways_exactly(s3_ip, s3):
-    data = frame()
+    data = frame(100_000)  # below one part (5 MiB): one GET request per download
     s3_ip.user_ns["data"] = data
     result = s3_ip.run_cell("%%celery\nsame = data\nsums = data.groupby('k').x.sum()\n")
     assert result.error_in_exec is None
@@ -55,7 +55,11 @@ def test_frames_travel_through_s3_both_ways_exactly(s3_ip, s3):
     store = get_client().store
     assert store.describe().startswith("s3://jupyter-celery-test/stack at http://127.0.0.1")
     assert any(k.endswith(".arrow") for k in store.keys("tester/objects/"))
-    assert s3.proxy.seen("GET", "/jupyter-celery-test/stack/tester/objects/")  # the worker read it from S3
+    # one download: the worker's. `same` has the bytes the kernel sent, so the kernel does not fetch them back
+    assert len(s3.proxy.seen("GET", "/jupyter-celery-test/stack/tester/objects/")) == 1
+    same = s3_ip.user_ns["same"]
+    same.iloc[0, 0] = -1.0  # an independent frame (copy-on-write), not the notebook's
+    assert data.iloc[0, 0] != -1.0
 
 
 def test_resubmission_uploads_nothing(s3_ip, s3):

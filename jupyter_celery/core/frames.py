@@ -188,9 +188,9 @@ def digest(table: pa.Table) -> str | None:
     their offsets, lengths, null counts and every buffer. None when a column is nested (lists, structs...),
     whose children's offsets the flat buffer list does not show: such a table is hashed once serialised.
 
-    The same data gives the same digest, and so the same serialised file, without serialising it: a
-    value the store already holds costs one look-up, not a serialisation. (Equal data laid out in other
-    chunks gets another digest: a missed de-duplication, never a wrong object.)
+    The same data gives the same digest without serialising it: a value the store already holds
+    costs one look-up, not a serialisation. Buffers that differ without changing the data (the values
+    under nulls, slack) give another digest: a missed de-duplication, never a wrong object.
     """
     if not all(_flat(field.type) for field in table.schema):
         return None
@@ -198,10 +198,9 @@ def digest(table: pa.Table) -> str | None:
     hasher.update(table.schema.serialize())
     hasher.update(struct.pack("<q", table.num_rows))
     for column in table.columns:
-        chunks = [chunk for chunk in column.chunks if len(chunk)]  # empty chunks hold no data
-        hasher.update(struct.pack("<q", len(chunks)))
-        for chunk in chunks:
-            _hash_array(hasher, chunk)
+        # the same data in other chunks (a frame read back from Parquet's row groups) gets the same digest;
+        # combining copies, but only columns in several chunks
+        _hash_array(hasher, column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
     return str(hasher.hexdigest())
 
 

@@ -206,10 +206,15 @@ class S3Store(Store):
 
     def put_file(self, key: str, path: Path, metadata: Mapping[str, str] | None = None) -> None:
         with self._translated("write", key):
-            with path.open("rb") as f:
-                self._ready().upload_fileobj(
-                    f, self.bucket, self._key(key), ExtraArgs={"Metadata": dict(metadata or {})}, Config=self.transfer
-                )
+            # by file name: the transfer manager streams parts from the file (given a file object, it reads
+            # each part into memory first: the whole object, for one below the part size)
+            self._ready().upload_file(
+                str(path),
+                self.bucket,
+                self._key(key),
+                ExtraArgs={"Metadata": dict(metadata or {})},
+                Config=self.transfer,
+            )
             path.unlink(missing_ok=True)
 
     def get(self, key: str) -> bytes:

@@ -43,6 +43,9 @@ class Job:
         self.events: list[Event] = list(seen or [])
         self.last_id = self.events[-1].id if self.events else START_ID
         self.worker = ""
+        # Frames this kernel sent, by store key, as copy-on-write snapshots taken at submit: an output with
+        # the same key (the same bytes) is bound from here instead of being downloaded again.
+        self.sent_frames: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Job {self.id} {self.name or ''} on {self.queue}: {self.state}>"
@@ -124,17 +127,27 @@ class Job:
 
         With ``strict`` a value that cannot be decoded here raises :class:`DecodingError`.
         """
-        codec = self._client.codec
         values: dict[str, Any] = {}
         skipped: dict[str, str] = dict(manifest.get("skipped", {}))
         for name, encoded in manifest.get("outputs", {}).items():
             try:
-                values[name] = codec.decode(name, encoded)
+                values[name] = self.decode(name, encoded)
             except DecodingError as exc:
                 if strict:
                     raise
                 skipped[name] = exc.reason
         return values, skipped
+
+    def decode(self, name: str, encoded: dict[str, Any]) -> Any:
+        """One output value. A frame this kernel sent with the job comes from its snapshot, not the store.
+
+        (pandas' copy-on-write makes the shallow copy an independent frame; a pyarrow Table is immutable.)
+        """
+        snapshot = self.sent_frames.get(encoded.get("key", "")) if encoded.get("enc") == "frame" else None
+        if snapshot is not None:
+            copy = getattr(snapshot, "copy", None)
+            return copy(deep=False) if copy is not None else snapshot
+        return self._client.codec.decode(name, encoded)
 
     def cancel(self) -> None:
         """Ask the workers to drop or stop the job."""

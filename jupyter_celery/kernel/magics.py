@@ -68,14 +68,29 @@ class CeleryMagics(Magics):
         client = get_client()
         spec, objects = self._build_spec(client, cell, args)
         job = client.submit(spec, objects=objects)
-        manifest = job.wait()
-        outputs, skipped = job.decode_outputs(manifest, strict=spec.strict_outputs)
+        job.sent_frames = self._sent_frames(spec)
+        try:
+            manifest = job.wait()
+            outputs, skipped = job.decode_outputs(manifest, strict=spec.strict_outputs)
+            value = job.decode("value", manifest["value"]) if "value" in manifest else None
+        finally:
+            job.sent_frames = {}  # snapshots held longer would make the notebook's next writes copy
         shell.user_ns.update(outputs)
         for name, reason in skipped.items():
             print(f"jupyter-celery: {name!r} was not brought back: {reason}", file=sys.stderr)
-        if "value" in manifest:
-            return client.codec.decode("value", manifest["value"])
-        return None
+        return value
+
+    def _sent_frames(self, spec: JobSpec) -> dict[str, Any]:
+        """Copy-on-write snapshots of the frames the job took from the notebook, by store key."""
+        shell = self.shell
+        assert shell is not None
+        sent: dict[str, Any] = {}
+        for name, encoded in spec.inputs.items():
+            if encoded.get("enc") == "frame" and "key" in encoded:
+                value = shell.user_ns[name]
+                copy = getattr(value, "copy", None)
+                sent[encoded["key"]] = copy(deep=False) if copy is not None else value
+        return sent
 
     def _build_spec(self, client: Client, cell: str, args: Any) -> tuple[JobSpec, list[str]]:
         """The job spec of the cell, and the store keys of its inputs (written or found in the store)."""
