@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import jupyter_celery
-from jupyter_celery.core.errors import EncodingError, JobFailed
+from jupyter_celery.core.errors import EncodingError, FramePickledWarning, JobFailed
 from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import EventKind, JobSpec, Keys, new_job_id
 from jupyter_celery.core.settings import ENV_PREFIX
@@ -163,6 +163,15 @@ def _args(line: str):
     from jupyter_celery.kernel.magics import CeleryMagics
 
     return parse_argstring(CeleryMagics.celery, line)
+
+
+def test_a_frame_sent_pickled_warns_against_the_cell(ip, stack):
+    ip.user_ns["mixed"] = pd.DataFrame({"m": [1, "a", None] * 20_000})
+    with pytest.warns(FramePickledWarning, match=r"dataframe 'mixed' travels pickled") as caught:
+        result = ip.run_cell("%%celery\nrows = len(mixed)\n")
+    assert result.error_in_exec is None
+    assert ip.user_ns["rows"] == 60_000
+    assert caught[0].filename.startswith("Cell In[")  # the user's cell, not jupyter-celery's code
 
 
 def test_a_frame_that_travels_pickled_warns_in_the_notebook(ip, stack, capsys):
