@@ -28,6 +28,7 @@ import io
 import multiprocessing
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -446,6 +447,7 @@ def main() -> int:  # noqa: PLR0915 - set up, measure, report, tear down
         if moto is not None:
             moto.terminate()
             moto.wait()
+        shutil.rmtree(state, ignore_errors=True)  # the store holds gigabytes of frames
     return 0
 
 
