@@ -267,3 +267,42 @@ def test_s3_clients_are_created_per_process_after_fork(s3, s3_store_url):
     assert store.get("from-child") == str(child.pid).encode()
     assert id(store.client) == parent_client
     assert store._pid == os.getpid()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB filesystem (tmpfs), to fill up."""
+    import subprocess
+
+    path = tmp_path / "tiny"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here (needs root): {mounted.stderr.decode().strip()}")
+    yield path
+    subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_full_disk_is_a_clear_error_naming_the_store(tiny_disk, s3, s3_store_url, monkeypatch):
+    import tempfile
+
+    import numpy as np
+    import pandas as pd
+
+    from jupyter_celery.core.codec import Codec
+    from jupyter_celery.core.errors import EncodingError, StoreFull
+    from jupyter_celery.core.objects import ObjectTag
+
+    frame = pd.DataFrame({"x": np.arange(500_000)})  # 4 MB
+    local = LocalStore(tiny_disk / "store")
+    with pytest.raises(StoreFull, match=r"cannot write 'k' in store file://.*/tiny/store: disk full"):
+        local.put("k", b"x" * 2_000_000)
+    with pytest.raises(EncodingError, match=r"'frame'.*disk full") as info:
+        Codec(local, 1000).encode("frame", frame, ObjectTag("ada", "job"))
+    assert isinstance(info.value.__cause__, StoreFull)
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny_disk))  # where S3 uploads are staged
+    remote = open_store(s3_store_url, s3_endpoint_url=s3.proxy.url)
+    with pytest.raises(EncodingError, match=rf"no space left in the local staging directory {tiny_disk}") as info:
+        Codec(remote, 1000).encode("frame", frame, ObjectTag("ada", "job"))
+    assert isinstance(info.value.__cause__, StoreFull)
