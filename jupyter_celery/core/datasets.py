@@ -23,7 +23,7 @@ from typing import Any
 
 from jupyter_celery.core.errors import DatasetError, DatasetMissing
 from jupyter_celery.core.objects import ObjectTag, digest_file
-from jupyter_celery.core.protocol import StoreKeys, check_dataset_name
+from jupyter_celery.core.protocol import DATASET_METADATA, StoreKeys, check_dataset_name
 from jupyter_celery.core.store import ObjectInfo, Store
 
 
@@ -159,10 +159,8 @@ class Catalog:
             digest = digest or digest_file(path)
             if existing is not None and existing.metadata.get("digest") == digest:
                 return DatasetRef.from_info(existing, owner, name)
-            metadata = {
-                **ObjectTag(owner, role="dataset").metadata(),
-                "rows": str(rows), "columns": str(columns), "kind": kind, "digest": digest,
-            }  # fmt: skip
+            shape = dict(zip(DATASET_METADATA, (str(rows), str(columns), kind, digest), strict=True))
+            metadata = {**ObjectTag(owner, role="dataset").metadata(), **shape}
             size = path.stat().st_size
             self.store.put_file(key, path, metadata)
         return DatasetRef(name, owner, key, size, rows, columns, kind, float(metadata["created"]), digest)

@@ -319,10 +319,3 @@ def _view(array: np.ndarray, owners: list[tuple[int, int, Any]]) -> np.ndarray |
         if start <= address and address + array.nbytes <= start + size:
             return np.frombuffer(owner, dtype=array.dtype, count=array.size, offset=address - start)
     return None
-
-
-def memory_size(value: Any) -> int:
-    """Bytes of data held by a DataFrame, Series or Table (what the benchmarks call the frame's size)."""
-    if isinstance(value, pa.Table):
-        return int(value.nbytes)
-    return int(value.memory_usage(deep=True, index=True).sum() if value.ndim == 2 else value.memory_usage(deep=True))

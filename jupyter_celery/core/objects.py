@@ -20,10 +20,8 @@ from pathlib import Path
 
 import xxhash
 
-from jupyter_celery.core.protocol import StoreKeys
+from jupyter_celery.core.protocol import OBJECT_METADATA, StoreKeys
 from jupyter_celery.core.store import Store
-
-ROLES = ("input", "output", "dataset")
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,8 @@ class ObjectTag:
     role: str = "input"
 
     def metadata(self) -> dict[str, str]:
-        return {"owner": self.owner, "job": self.job, "role": self.role, "created": f"{time.time():.3f}"}
+        """The object's metadata (the fields of ``OBJECT_METADATA``), created now."""
+        return dict(zip(OBJECT_METADATA, (self.owner, self.job, self.role, f"{time.time():.3f}"), strict=True))
 
 
 @dataclass(frozen=True)
