@@ -9,6 +9,11 @@ In a notebook::
 
 Inside a job, ``from jupyter_celery import progress`` reports progress to the notebook.
 
+Named datasets in the object store::
+
+    from jupyter_celery import put, get, datasets
+    ref = put(frame, name="sales-2026")
+
 Scheduled notebooks::
 
     import jupyter_celery as jc
@@ -36,6 +41,12 @@ _LAZY = {
     "Job": "jupyter_celery.kernel.job",
     "schedule_notebook": "jupyter_celery.kernel.schedules",
     "schedules": "jupyter_celery.kernel.schedules",
+    "put": "jupyter_celery.kernel.datasets",
+    "get": "jupyter_celery.kernel.datasets",
+    "datasets": "jupyter_celery.kernel.datasets",
+    "delete_dataset": "jupyter_celery.kernel.datasets",
+    "DatasetRef": "jupyter_celery.kernel.datasets",
+    "DatasetList": "jupyter_celery.kernel.datasets",
 }
 
 __all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
@@ -47,7 +58,11 @@ __all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
     "Job",
     "attach",
     "cancel",
+    "datasets",
+    "delete_dataset",
+    "get",
     "jobs",
+    "put",
     "schedule_notebook",
     "schedules",
     "wait_all",

@@ -1,14 +1,17 @@
 """Running one job's code on a worker: load inputs, execute, bring back outputs, report.
 
-The terminal event is written only after the outputs are stored (DESIGN §3).
+Large inputs are loaded from the store when the cell uses them (:mod:`jupyter_celery.worker.namespace`).
+The terminal event is written only after the outputs are stored (DESIGN §3), in the same
+transaction that records the store keys of the outputs as the job's objects (what keeps them
+from ``jupyter-celery gc``). A failure of the store is a job failure with ``reason="store"``.
 """
 
 from __future__ import annotations
 
-import builtins
 import os
 import threading
 import traceback
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -17,11 +20,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from jupyter_celery.core import runtime
 from jupyter_celery.core.cellcode import compile_cell, register_source
 from jupyter_celery.core.codec import Codec, Encoded
-from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError, JupyterCeleryError
+from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError, JupyterCeleryError, StoreError
+from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import Event, EventKind, JobSpec
 from jupyter_celery.worker.batching import EventBatcher
 from jupyter_celery.worker.capture import job_io
 from jupyter_celery.worker.context import WorkerContext
+from jupyter_celery.worker.namespace import build_namespace
 
 # The key under which the cell's final expression travels in the result manifest.
 VALUE = "value"
@@ -39,10 +44,18 @@ def _failed(error_type: str, message: str, tb: str = "", reason: str = "error") 
     return Event(EventKind.FAILED, {"error_type": error_type, "message": message, "traceback": tb, "reason": reason})
 
 
+def _reason(exc: JupyterCeleryError, otherwise: str) -> str:
+    """``store`` when the store is at fault, else ``otherwise``."""
+    return "store" if isinstance(exc, StoreError) or isinstance(exc.__cause__, StoreError) else otherwise
+
+
 def _collect_outputs(
-    spec: JobSpec, namespace: dict[str, Any], codec: Codec, key_prefix: str
+    spec: JobSpec, namespace: dict[str, Any], codec: Codec, tag: ObjectTag
 ) -> tuple[dict[str, Encoded], dict[str, str]]:
-    """Encode the wanted outputs; in non-strict mode unencodable or missing ones are skipped."""
+    """Encode the wanted outputs; in non-strict mode unencodable or missing ones are skipped.
+
+    A failure of the store is never skipped: it fails the job.
+    """
     outputs: dict[str, Encoded] = {}
     skipped: dict[str, str] = {}
     for name in spec.outputs:
@@ -51,9 +64,9 @@ def _collect_outputs(
                 raise EncodingError(name, "the cell did not assign it")
             continue
         try:
-            outputs[name] = codec.encode(name, namespace[name], key_prefix)
+            outputs[name] = codec.encode(name, namespace[name], tag)
         except EncodingError as exc:
-            if spec.strict_outputs:
+            if spec.strict_outputs or _reason(exc, "") == "store":
                 raise
             skipped[name] = exc.reason
     return outputs, skipped
@@ -72,7 +85,9 @@ def run_cell(spec: JobSpec, ctx: WorkerContext, worker: str, attempt: int, cance
     except BaseException:
         batcher.close()
         raise
-    batcher.close(terminal)
+    manifest: dict[str, Any] = terminal.fields.get("result") or {}
+    encoded = [*manifest.get("outputs", {}).values(), manifest.get(VALUE, {})]
+    batcher.close(terminal, objects=[key for e in encoded for key in Codec.keys_of(e)])
     return terminal
 
 
@@ -86,19 +101,12 @@ def _execute(  # noqa: PLR0911 - one outcome per way a job can end
     spec: JobSpec, ctx: WorkerContext, batcher: EventBatcher, cancel: threading.Event
 ) -> Event:
     codec = ctx.codec
-    prefix = f"{spec.owner}/jobs/{spec.id}"
-    namespace: dict[str, Any] = {
-        "__name__": "__main__",
-        "__builtins__": builtins,
-        "progress": runtime.progress,
-        "display": runtime.display,
-    }
     try:
         compiled = compile_cell(spec.code, spec.filename, spec.first_line)
-        for name, encoded in spec.inputs.items():
-            namespace[name] = codec.decode(name, encoded)
+        namespace, lazy = build_namespace(spec, codec)
+        namespace.update(progress=runtime.progress, display=runtime.display)
     except JupyterCeleryError as exc:
-        return _failed(type(exc).__name__, str(exc), reason="input")
+        return _failed(type(exc).__name__, str(exc), reason=_reason(exc, "input"))
 
     register_source(spec.code, spec.filename, spec.first_line)
     value: Any = None
@@ -117,18 +125,36 @@ def _execute(  # noqa: PLR0911 - one outcome per way a job can end
             # Celery terminated the process after the cancel grace period: let it exit; the
             # worker's main process reports the job cancelled (task_revoked).
             raise
+        if lazy is not None and exc is lazy.failure:  # an input could not be loaded at its first use
+            return _failed(type(exc).__name__, str(exc), reason=_reason(exc, "input"))
         return _failed(type(exc).__qualname__, str(exc), _user_traceback(exc, spec.filename))
+    if lazy is not None and lazy.failure is not None:  # the cell caught it, but the job did not get its input
+        return _failed(type(lazy.failure).__name__, str(lazy.failure), reason=_reason(lazy.failure, "input"))
 
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _outputs(spec, namespace, value, codec)
+        finally:
+            for warning in caught:  # e.g. a frame that travels pickled: the notebook shows it
+                batcher.add_text(EventKind.STDERR, f"{warning.category.__name__}: {warning.message}\n")
+
+
+def _outputs(spec: JobSpec, namespace: dict[str, Any], value: Any, codec: Codec) -> Event:
+    """The terminal event of a cell that ran: its outputs and value stored, or why they could not be."""
+    tag = ObjectTag(spec.owner, spec.id, "output")
     try:
-        outputs, skipped = _collect_outputs(spec, namespace, codec, f"{prefix}/out")
+        outputs, skipped = _collect_outputs(spec, namespace, codec, tag)
         manifest: dict[str, Any] = {"outputs": outputs, "skipped": skipped}
         if value is not None:
             try:
-                manifest[VALUE] = codec.encode(VALUE, value, f"{prefix}/out")
+                manifest[VALUE] = codec.encode(VALUE, value, tag)
             except EncodingError as exc:
+                if _reason(exc, "") == "store":
+                    raise
                 manifest[VALUE] = {"enc": "repr", "text": repr(value), "reason": exc.reason}
     except (EncodingError, DecodingError) as exc:
-        return _failed(type(exc).__name__, str(exc), reason="output")
+        return _failed(type(exc).__name__, str(exc), reason=_reason(exc, "output"))
     except JupyterCeleryError as exc:
         return _failed(type(exc).__name__, str(exc), reason="store")
     return Event(EventKind.SUCCEEDED, {"result": manifest})
