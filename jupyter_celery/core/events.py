@@ -56,10 +56,12 @@ end
 if was_open and wrote then
   if i <= #ARGV then redis.call('HSET', KEYS[2], unpack(ARGV, i)) end
   if last_seq > 0 then redis.call('HSET', KEYS[2], 'seq', string.format('%d', last_seq)) end
-  if n_objects > 0 then redis.call('SADD', KEYS[3], unpack(ARGV, 5, 4 + n_objects)) end
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
+  if n_objects > 0 then
+    redis.call('SADD', KEYS[3], unpack(ARGV, 5, 4 + n_objects))
+    redis.call('EXPIRE', KEYS[3], ttl)
+  end
 end
 return ids
 """

@@ -120,12 +120,10 @@ class CeleryMagics(Magics):
         if widgets_available():
             view = view_of(job, log=False)  # blocking: the output is the cell's own, below the widget
             if view is not None:
-                from IPython.display import display
-
-                display(view.widget)
+                view.show()
         follow_in_cell(job, text_progress=view is None)
         if view is not None:
-            view.refresh()  # the final state, sent while the cell still runs (headless runs keep it)
+            view.finish()  # the final state, sent while the cell still runs (headless runs keep it)
         values, skipped = job.outputs(strict=strict)
         shell.user_ns.update(values)
         for name, reason in skipped.items():

@@ -94,6 +94,7 @@ class JobView:
         self._lock = threading.Lock()
         self._last = 0.0
         self.finished = False
+        self.handles: list[Any] = []  # IPython DisplayHandles of this view
         self.refresh()
 
     def on_event(self, event: Event) -> None:
@@ -165,10 +166,28 @@ class JobView:
         else:  # no total: an indeterminate (full, striped-looking) bar and the count in the message
             self.bar.max, self.bar.value = 1.0, 1.0
 
-    def _ipython_display_(self) -> None:
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget, with a status line as its plain-text form (what renderers without widgets show)."""
+        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = status_line(self.job)
+        return bundle
+
+    def show(self) -> None:
+        """Display the widget (in the calling cell), remembering where, so the final state can replace it."""
         from IPython.display import display
 
-        display(self.widget)
+        self.handles.append(display(self, display_id=True))
+
+    def finish(self) -> None:
+        """Render the final state now, and refresh the plain-text form of every display of it.
+
+        Called from the cell's own thread (a blocking cell, ``wait_all()``), while the cell still
+        runs: headless runs (nbclient, papermill, nbval) keep what is sent before the cell ends.
+        """
+        self.refresh()
+        for handle in self.handles:
+            if handle is not None:
+                handle.update(self)
 
 
 class _Bundle:
@@ -245,8 +264,6 @@ def show(job: Job, *, log: bool = True) -> None:
     """Display the job: its live widget, or a status line where widgets cannot show."""
     view = view_of(job, log=log)
     if view is not None:
-        from IPython.display import display
-
-        display(view.widget)
+        view.show()
     else:
         print(status_line(job))

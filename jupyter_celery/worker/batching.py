@@ -119,12 +119,16 @@ class EventBatcher:
             self._size += len(text)
             while self._size > MAX_PENDING and len(self._pending) > 1:
                 self._drop_oldest_text()
-        self._schedule(lazy=False)
+        # a line is written at once; a partial one (print writes its text, then "\n") waits a moment
+        self._schedule(lazy=False, now_ok=text.endswith("\n"))
 
-    def _schedule(self, lazy: bool) -> None:
+    def _schedule(self, lazy: bool, now_ok: bool = True) -> None:
         now = time.monotonic()
         due = max(now + (LAZY_DELAY if lazy else 0.0), self._last_write + self.interval)
-        self._flusher.schedule(self, due)
+        if due <= now and now_ok and not self._write_lock.locked():
+            self.flush()  # the first event after a quiet period: written now, from this thread
+        else:
+            self._flusher.schedule(self, due)
 
     def _drop_oldest_text(self) -> None:
         for i, event in enumerate(self._pending):
