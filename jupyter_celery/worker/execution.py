@@ -1,134 +1,138 @@
-"""Running one job's code on a worker: load inputs, execute, bring back outputs, report.
+"""Running one job on a worker, whatever it runs: load its inputs, execute, store its results, report.
 
-The terminal event is written only after the outputs are stored (DESIGN §3).
+One code path for every kind of job (a ``%%celery`` cell, a function call, a chunk of a map): a
+:class:`Work` says how to load, run and collect its own kind; :func:`run_job` does the rest the
+same way for all of them: the ``started`` event, output and progress relayed as events
+(:func:`~jupyter_celery.worker.capture.job_io`), cancellation points, the time limits, the error
+that becomes a ``failed`` event with a traceback from the user's own code down, and the terminal
+event written last, after the results are stored (DESIGN §3).
 """
 
 from __future__ import annotations
 
-import builtins
 import os
 import threading
 import traceback
+from abc import ABC, abstractmethod
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jupyter_celery.core import runtime
-from jupyter_celery.core.cellcode import compile_cell, register_source
-from jupyter_celery.core.codec import Codec, Encoded
+from jupyter_celery.core.codec import Codec
 from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError, JupyterCeleryError
 from jupyter_celery.core.protocol import Event, EventKind, JobSpec
 from jupyter_celery.worker.batching import EventBatcher
-from jupyter_celery.worker.capture import job_io
+from jupyter_celery.worker.capture import JobReporter, job_io
 from jupyter_celery.worker.context import WorkerContext
 
-# The key under which the cell's final expression travels in the result manifest.
+# The key under which a cell's final expression, or a function's return value, travels in the manifest.
 VALUE = "value"
+# The package's own files, as frames name them (the path it was imported by, and the real one).
+_PACKAGE = tuple({str(Path(os.path.abspath(__file__)).parent.parent), str(Path(__file__).resolve().parent.parent)})
 
 
-def _user_traceback(exc: BaseException, filename: str) -> str:
-    """The traceback from the first frame of the user's cell down (worker internals cut off)."""
+def user_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame of the user's code down (the worker's own frames cut off)."""
     tb: TracebackType | None = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename != filename:
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else exc.__traceback__))
 
 
-def _failed(error_type: str, message: str, tb: str = "", reason: str = "error") -> Event:
+def failed(error_type: str, message: str, tb: str = "", reason: str = "error") -> Event:
     return Event(EventKind.FAILED, {"error_type": error_type, "message": message, "traceback": tb, "reason": reason})
 
 
-def _collect_outputs(
-    spec: JobSpec, namespace: dict[str, Any], codec: Codec, key_prefix: str
-) -> tuple[dict[str, Encoded], dict[str, str]]:
-    """Encode the wanted outputs; in non-strict mode unencodable or missing ones are skipped."""
-    outputs: dict[str, Encoded] = {}
-    skipped: dict[str, str] = {}
-    for name in spec.outputs:
-        if name not in namespace:
-            if spec.strict_outputs:
-                raise EncodingError(name, "the cell did not assign it")
-            continue
-        try:
-            outputs[name] = codec.encode(name, namespace[name], key_prefix)
-        except EncodingError as exc:
-            if spec.strict_outputs:
-                raise
-            skipped[name] = exc.reason
-    return outputs, skipped
+def timeout_message(spec: JobSpec) -> str:
+    limit = f" of {spec.timeout:g}s" if spec.timeout else ""
+    return f"the job ran over its time limit{limit} and was stopped"
 
 
-def run_cell(spec: JobSpec, ctx: WorkerContext, worker: str, attempt: int, cancel: threading.Event) -> Event:
-    """Execute a cell job, reporting every outcome on its stream; return its terminal event.
+class Work(ABC):
+    """What one job runs. :func:`run_job` calls :meth:`load`, :meth:`run` and :meth:`collect` in turn."""
 
-    The terminal event is written last: after every output event, and after the outputs are stored.
-    ``cancel`` is set (by the process's cancel watcher) once someone asked the job to stop.
+    def __init__(self, spec: JobSpec, attempt: int = 1) -> None:
+        self.spec = spec
+        self.attempt = attempt
+        self.cancel: threading.Event = threading.Event()
+        self.batcher: EventBatcher | None = None
+        self.retry_in = 0.0  # seconds before the next attempt, when the work asks to be retried
+
+    @property
+    def key_prefix(self) -> str:
+        """Where this job's large values go in the store."""
+        return f"{self.spec.owner}/jobs/{self.spec.id}"
+
+    @abstractmethod
+    def load(self, codec: Codec) -> None:
+        """Decode the inputs (a :class:`JupyterCeleryError` fails the job with reason ``input``)."""
+
+    @abstractmethod
+    def run(self, reporter: JobReporter) -> None:
+        """Run the user's code, with its output and progress relayed to the job's stream."""
+
+    @abstractmethod
+    def collect(self, codec: Codec) -> dict[str, Any]:
+        """Encode the results (large ones to the store); the manifest of the ``succeeded`` event."""
+
+    def failure(self, exc: BaseException) -> Event:
+        """The event for an exception the user's code raised: ``failed`` (a function may retry)."""
+        return failed(type(exc).__qualname__, str(exc), user_traceback(exc))
+
+
+def run_job(work: Work, ctx: WorkerContext, worker: str, cancel: threading.Event) -> Event:
+    """Execute a job, reporting every outcome on its stream; return the last event written.
+
+    That is the terminal event, or a ``retrying`` event when a function asked to be tried again.
+    It is written last: after every output event, and after the results are stored. ``cancel`` is
+    set (by the process's cancel watcher) once someone asked the job to stop.
     """
-    batcher = EventBatcher(ctx.events, spec.id, attempt)
-    batcher.add(Event(EventKind.STARTED, {"worker": worker, "pid": os.getpid(), "attempt": attempt}), lazy=True)
+    spec = work.spec
+    batcher = EventBatcher(ctx.events, spec.id, work.attempt)
+    work.batcher, work.cancel = batcher, cancel
+    started = {"worker": worker, "pid": os.getpid(), "attempt": work.attempt}
+    batcher.add(Event(EventKind.STARTED, started), lazy=True)
     try:
-        terminal = _execute(spec, ctx, batcher, cancel)
+        last = _execute(work, ctx, batcher, cancel)
     except BaseException:
         batcher.close()
         raise
-    batcher.close(terminal)
-    return terminal
+    batcher.close(last)
+    return last
 
 
 def summary(spec: JobSpec, terminal: Event) -> dict[str, Any]:
     """What Celery's result backend keeps of a succeeded job (the manifest stays on the stream)."""
     manifest: dict[str, Any] = terminal.fields["result"]
-    return {"job": spec.id, "outputs": sorted(manifest["outputs"]), "has_value": VALUE in manifest}
+    return {"job": spec.id, "outputs": sorted(manifest.get("outputs", {})), "has_value": VALUE in manifest}
 
 
 def _execute(  # noqa: PLR0911 - one outcome per way a job can end
-    spec: JobSpec, ctx: WorkerContext, batcher: EventBatcher, cancel: threading.Event
+    work: Work, ctx: WorkerContext, batcher: EventBatcher, cancel: threading.Event
 ) -> Event:
-    codec = ctx.codec
-    prefix = f"{spec.owner}/jobs/{spec.id}"
-    namespace: dict[str, Any] = {
-        "__name__": "__main__",
-        "__builtins__": builtins,
-        "progress": runtime.progress,
-        "display": runtime.display,
-    }
     try:
-        compiled = compile_cell(spec.code, spec.filename, spec.first_line)
-        for name, encoded in spec.inputs.items():
-            namespace[name] = codec.decode(name, encoded)
+        work.load(ctx.codec)
     except JupyterCeleryError as exc:
-        return _failed(type(exc).__name__, str(exc), reason="input")
-
-    register_source(spec.code, spec.filename, spec.first_line)
-    value: Any = None
+        return failed(type(exc).__name__, str(exc), reason="input")
     try:
-        with job_io(batcher, cancel):
-            exec(compiled.body, namespace)
-            if compiled.final_expression is not None:
-                value = eval(compiled.final_expression, namespace)
+        with job_io(batcher, cancel) as reporter:
+            work.run(reporter)
     except CancelRequested:
         return Event(EventKind.CANCELLED, {"reason": "cancelled on request; the job stopped at a cancellation point"})
     except SoftTimeLimitExceeded:
-        limit = f" of {spec.timeout:g}s" if spec.timeout else ""
-        return _failed("JobTimeout", f"the job ran over its time limit{limit} and was stopped", reason="timeout")
+        return failed("JobTimeout", timeout_message(work.spec), reason="timeout")
     except BaseException as exc:  # the user's code may raise anything, SystemExit included
         if isinstance(exc, SystemExit) and cancel.is_set():
             # Celery terminated the process after the cancel grace period: let it exit; the
             # worker's main process reports the job cancelled (task_revoked).
             raise
-        return _failed(type(exc).__qualname__, str(exc), _user_traceback(exc, spec.filename))
-
+        return work.failure(exc)
     try:
-        outputs, skipped = _collect_outputs(spec, namespace, codec, f"{prefix}/out")
-        manifest: dict[str, Any] = {"outputs": outputs, "skipped": skipped}
-        if value is not None:
-            try:
-                manifest[VALUE] = codec.encode(VALUE, value, f"{prefix}/out")
-            except EncodingError as exc:
-                manifest[VALUE] = {"enc": "repr", "text": repr(value), "reason": exc.reason}
+        manifest = work.collect(ctx.codec)
     except (EncodingError, DecodingError) as exc:
-        return _failed(type(exc).__name__, str(exc), reason="output")
+        return failed(type(exc).__name__, str(exc), reason="output")
     except JupyterCeleryError as exc:
-        return _failed(type(exc).__name__, str(exc), reason="store")
+        return failed(type(exc).__name__, str(exc), reason="store")
     return Event(EventKind.SUCCEEDED, {"result": manifest})
