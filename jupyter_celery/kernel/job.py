@@ -22,7 +22,7 @@ from jupyter_celery.core.errors import (
     RemoteError,
 )
 from jupyter_celery.core.events import START_ID
-from jupyter_celery.core.protocol import Event, EventKind
+from jupyter_celery.core.protocol import KIND_CELL, KIND_CHUNK, KIND_FUNCTION, Event, EventKind
 
 if TYPE_CHECKING:
     from jupyter_celery.kernel.client import Client
@@ -31,15 +31,24 @@ DoneCallback = Callable[["Job"], Any]
 log = logging.getLogger(__name__)
 
 
+_NO_VALUE = object()
+
+
 class Job:
-    """A submitted (or re-attached) job.
+    """A submitted (or re-attached) job: a ``%%celery`` cell, a function call (:func:`jupyter_celery.submit`)
+    or a chunk of a map.
 
     Like :class:`concurrent.futures.Future`: :meth:`result`, :meth:`exception`, :meth:`done`,
-    :meth:`running`, :meth:`cancelled`, :meth:`cancel`, :meth:`add_done_callback`. In a notebook
-    its rich display is the live progress widget.
+    :meth:`running`, :meth:`cancelled`, :meth:`cancel`, :meth:`add_done_callback`; it works with
+    :func:`jupyter_celery.as_completed`, :func:`jupyter_celery.wait` and :func:`jupyter_celery.gather`.
+    In a notebook its rich display is the live progress widget.
 
-    >>> job = attach("3f2a...")          # doctest: +SKIP
-    >>> job.result(timeout=60)           # the cell's output variables, by name
+    >>> job = jc.submit(pow, 2, 10)      # doctest: +SKIP
+    >>> job.result(timeout=60)           # a function job: the function's return value
+    1024
+    >>> jc.attach(job.id).result()       # the same, from any kernel (after a restart too)  # doctest: +SKIP
+    1024
+    >>> cell_job.result()                # a cell job: the cell's output variables, by name  # doctest: +SKIP
     {'total': 45}
     """
 
@@ -70,7 +79,7 @@ class Job:
         self._done = threading.Event()
         self._callbacks: list[DoneCallback] = []
         self._listeners: list[SimpleQueue[Event]] = []
-        self._decoded: dict[str, Any] | None = None
+        self._value: Any = _NO_VALUE  # the decoded return value of a function job, once asked for
         self._cancel_requested = False
         self.view: Any = None  # the widget (kernel/views.py), when one was made
         for event in self._events:
@@ -221,8 +230,19 @@ class Job:
             return exc
         return None
 
-    def result(self, timeout: float | None = None) -> dict[str, Any]:
-        """The job's output variables by name (waits up to ``timeout`` seconds); raises if it failed."""
+    @property
+    def returns_value(self) -> bool:
+        """Whether :meth:`result` is a return value (function and chunk jobs), not variables by name."""
+        return self.kind in (KIND_FUNCTION, KIND_CHUNK)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """What the job produced (waits up to ``timeout`` seconds); raises the job's error if it failed.
+
+        A function job: the function's return value. A chunk of a map: the list of its items'
+        results. A cell job: its output variables by name (a dict).
+        """
+        if self.returns_value:
+            return self.value(timeout)
         values, _skipped = self.outputs(timeout, strict=False)
         return values
 
@@ -242,15 +262,23 @@ class Job:
         return values, skipped
 
     def value(self, timeout: float | None = None) -> Any:
-        """The value of the cell's last expression (None when it had none)."""
+        """The value of the cell's last expression (None when it had none), or the function's return value.
+
+        Decoded once (a large value comes from the store on the first call only).
+        """
         manifest = self.manifest(timeout)
         if "value" not in manifest:
             return None
-        return self._client.codec.decode("value", manifest["value"])
+        with self._lock:
+            if self._value is _NO_VALUE:
+                self._value = self._client.codec.decode("value", manifest["value"])
+            return self._value
 
     def bind(self, namespace: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """Put the job's output variables into ``namespace`` (default: the notebook's); return them."""
-        values = self.result(timeout)
+        """Put a cell job's output variables into ``namespace`` (default: the notebook's); return them."""
+        if self.kind != KIND_CELL:
+            raise TypeError(f"job {self.id} is a {self.kind} job: it has a result (job.result()), not variables")
+        values: dict[str, Any] = self.result(timeout)
         if namespace is None:
             from IPython import get_ipython
 
