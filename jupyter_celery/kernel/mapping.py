@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_celery.core.errors import JobCancelled, JobFailed, MapFailed
 from jupyter_celery.core.protocol import KIND_CHUNK, TASK_RUN_FUNCTION, EventKind, JobSpec, new_job_id
+from jupyter_celery.core.queues import profile
 from jupyter_celery.kernel.chunking import ChunkSizer
 
 if TYPE_CHECKING:
@@ -113,8 +114,9 @@ class MapJob:
         self._items = items
         self._retry = retry
         self._environment = environment
-        slots = client.slots(queue)
-        self.sizer = ChunkSizer(slots or 1, chunksize)
+        # the queue's worker slots; before any worker's heartbeat is seen, the pool's default concurrency
+        slots = client.slots(queue) or profile(queue).concurrency
+        self.sizer = ChunkSizer(slots, chunksize)
         self.window = max(2, 2 * slots)  # chunks in flight: each worker finds the next one waiting
         self.chunks: list[Chunk] = []
         self.submitted_at = time.time()

@@ -53,6 +53,10 @@ def timeout_message(spec: JobSpec) -> str:
 class Work(ABC):
     """What one job runs. :func:`run_job` calls :meth:`load`, :meth:`run` and :meth:`collect` in turn."""
 
+    # Whether to look for a cancel request before starting (one Redis read: worth it for a map's
+    # chunks, which a cancelled map must not start, not on the critical path of every short job).
+    check_cancel_first = False
+
     def __init__(self, spec: JobSpec, attempt: int = 1) -> None:
         self.spec = spec
         self.attempt = attempt

@@ -59,6 +59,8 @@ class FunctionWork(Work):
 class ChunkWork(Work):
     """``fn(item)`` for each item of a map's chunk; the results in order, failures by index."""
 
+    check_cancel_first = True
+
     def load(self, codec: Codec) -> None:
         self.function = _decode_function(codec, self.spec.function)
         items = codec.decode("items", self.spec.items or {"enc": "json", "value": []})
@@ -111,11 +113,11 @@ class ChunkWork(Work):
 
     def _timed_out(self, i: int) -> None:
         """The chunk ran over its time limit while item ``i`` ran: it and the rest of the chunk fail."""
-        start, limit = self.spec.start, self.spec.timeout
-        message = f"the item ran over its time limit of {limit:g}s" if limit else "the item ran over its time limit"
-        self.errors.append([start + i, "JobTimeout", message, ""])
+        start, limit, n = self.spec.start, self.spec.timeout, len(self.items)
+        budget = f" ({limit / n:g}s per item, {limit:g}s for its chunk of {n})" if limit else ""
+        self.errors.append([start + i, "JobTimeout", f"the item ran over its time limit{budget}", ""])
         skipped = "not run: an earlier item of its chunk ran over the time limit"
-        self.errors += [[start + j, "JobTimeout", skipped, ""] for j in range(i + 1, len(self.items))]
+        self.errors += [[start + j, "JobTimeout", skipped, ""] for j in range(i + 1, n)]
 
     def collect(self, codec: Codec) -> dict[str, Any]:
         prefix = f"{self.key_prefix}/out"

@@ -186,6 +186,10 @@ def _run_job(task: Task, message: dict[str, Any], make: Callable[[JobSpec, int],
     if attempt is None:
         return {"job": spec.id, "skipped": "the job had already ended"}
     work = make(spec, attempt)
+    if work.check_cancel_first and context().events.cancel_requested(spec.id):
+        _report(spec.id, Event(EventKind.CANCELLED, {"reason": "cancelled before it started"}))
+        task.backend.mark_as_revoked(spec.id, "cancelled before it started", request=task.request)
+        raise Ignore()
     watch = _cancel_watch(task)
     cancel = watch.watch(spec.id)
     try:
