@@ -230,8 +230,11 @@ def test_wait_first_exception_and_gather_errors(ip, stack, tmp_path):
         jc.gather([slow, bad], timeout=60)
     results = jc.gather([slow, bad], timeout=60, return_exceptions=True)
     assert results[0] == 1 and isinstance(results[1], RemoteError)
+    never = jc.submit(ns["gated"], str(gate) + "-never")
     with pytest.raises(TimeoutError):
-        list(jc.as_completed([jc.submit(ns["gated"], str(gate) + "-never")], timeout=0.2))
+        list(jc.as_completed([never], timeout=0.2))
+    never.cancel()  # leave no job behind (other tests wait for every job of the kernel)
+    assert never.wait(60) and never.cancelled()
 
 
 def test_a_function_job_is_rebuilt_from_its_id(ip, stack):
