@@ -13,11 +13,10 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from jupyter_celery.cli.stack import down, up
+from embedded import embedded_stack
+
 from jupyter_celery.core.protocol import PYTHON_Q, TASK_ECHO
 
 
@@ -32,14 +31,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="jc-bench-"))
-    for name in [k for k in os.environ if k.startswith("JUPYTER_CELERY_")]:
-        del os.environ[name]
-    os.environ["JUPYTER_CELERY_STATE_DIR"] = str(state)
-    if up(state, detach=True, echo=lambda _line: None) != 0:
-        print("could not start the stack", file=sys.stderr)
-        return 1
-    try:
+    with embedded_stack():
         from IPython.testing.globalipapp import start_ipython
 
         from jupyter_celery.kernel.client import get_client
@@ -83,8 +75,6 @@ def main() -> int:
         ratio = {p: stats["%%celery cell"][p] / base[p] for p in ("p50", "p90", "p99")}
         print(f"{'ratio (cell / raw)':<26}" + "".join(f"{ratio[p]:>9.2f}" for p in ("p50", "p90", "p99")))
         print(f"target p50 ratio <= 1.25: {'met' if ratio['p50'] <= 1.25 else 'NOT met'}")
-    finally:
-        down(state, echo=lambda _line: None)
     return 0
 
 

@@ -16,12 +16,11 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from jupyter_celery.cli.stack import down, up
+from embedded import embedded_stack
+
 from jupyter_celery.core.protocol import PYTHON_Q, TASK_ECHO
 from jupyter_celery.core.queues import PROFILES
 
@@ -51,90 +50,85 @@ def main() -> int:  # noqa: PLR0915 - one linear script
     parser.add_argument("--no-dask", action="store_true")
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="jc-bench-"))
-    for name in [k for k in os.environ if k.startswith("JUPYTER_CELERY_")]:
-        del os.environ[name]
-    os.environ["JUPYTER_CELERY_STATE_DIR"] = str(state)
-    if up(state, detach=True, echo=lambda _line: None) != 0:
-        print("could not start the stack", file=sys.stderr)
-        return 1
     dask_client = cluster = None
-    try:
-        from celery import group
+    with embedded_stack():
+        try:
+            from celery import group
 
-        import jupyter_celery as jc
-        from jupyter_celery.kernel.client import get_client
+            import jupyter_celery as jc
+            from jupyter_celery.kernel.client import get_client
 
-        app = get_client().app
-        workers = PROFILES[PYTHON_Q].concurrency
-        items = list(range(args.items))
-        expected = [x + 1 for x in items]
+            app = get_client().app
+            workers = PROFILES[PYTHON_Q].concurrency
+            items = list(range(args.items))
+            expected = [x + 1 for x in items]
 
-        def ours_submit() -> None:
-            assert jc.submit(inc, 1).result(timeout=30) == 2
+            def ours_submit() -> None:
+                assert jc.submit(inc, 1).result(timeout=30) == 2
 
-        def raw_submit() -> None:
-            assert app.send_task(TASK_ECHO, args=[1], queue=PYTHON_Q).get(timeout=30) == 1
+            def raw_submit() -> None:
+                assert app.send_task(TASK_ECHO, args=[1], queue=PYTHON_Q).get(timeout=30) == 1
 
-        def ours_map() -> None:
-            assert jc.map(inc, items).result(timeout=600) == expected
+            def ours_map() -> None:
+                assert jc.map(inc, items).result(timeout=600) == expected
 
-        def raw_group() -> None:
-            signatures = [app.signature(TASK_ECHO, args=[x], queue=PYTHON_Q) for x in items]
-            assert group(signatures).apply_async().get(timeout=600) == items
+            def raw_group() -> None:
+                signatures = [app.signature(TASK_ECHO, args=[x], queue=PYTHON_Q) for x in items]
+                assert group(signatures).apply_async().get(timeout=600) == items
 
-        map_paths = {"jc.map": ours_map, "raw Celery group": raw_group}
-        if not args.no_dask:
-            from dask.distributed import Client, LocalCluster
+            map_paths = {"jc.map": ours_map, "raw Celery group": raw_group}
+            if not args.no_dask:
+                from dask.distributed import Client, LocalCluster
 
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-            dask_client = Client(cluster)
+                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                dask_client = Client(cluster)
 
-            def dask_map() -> None:
-                futures = dask_client.map(inc, items, pure=False)
-                assert dask_client.gather(futures) == expected
+                def dask_map() -> None:
+                    futures = dask_client.map(inc, items, pure=False)
+                    assert dask_client.gather(futures) == expected
 
-            map_paths["Dask client.map"] = dask_map
+                map_paths["Dask client.map"] = dask_map
 
-        for _ in range(args.warmup):
-            ours_submit()
-            raw_submit()
-        for path in map_paths.values():  # warm up each map path once (imports, connections, pools)
-            path()
+            for _ in range(args.warmup):
+                ours_submit()
+                raw_submit()
+            for path in map_paths.values():  # warm up each map path once (imports, connections, pools)
+                path()
 
-        submit_samples: dict[str, list[float]] = {"raw apply_async().get()": [], "jc.submit().result()": []}
-        for _ in range(args.rounds):
-            submit_samples["raw apply_async().get()"].append(timed(raw_submit))
-            submit_samples["jc.submit().result()"].append(timed(ours_submit))
-        map_samples: dict[str, list[float]] = {name: [] for name in map_paths}
-        for _ in range(args.map_rounds):
-            for name, path in map_paths.items():
-                map_samples[name].append(timed(path))
+            submit_samples: dict[str, list[float]] = {"raw apply_async().get()": [], "jc.submit().result()": []}
+            for _ in range(args.rounds):
+                submit_samples["raw apply_async().get()"].append(timed(raw_submit))
+                submit_samples["jc.submit().result()"].append(timed(ours_submit))
+            map_samples: dict[str, list[float]] = {name: [] for name in map_paths}
+            for _ in range(args.map_rounds):
+                for name, path in map_paths.items():
+                    map_samples[name].append(timed(path))
 
-        stats = {name: percentiles(s) for name, s in submit_samples.items()}
-        base = stats["raw apply_async().get()"]
-        print(f"submit: {args.rounds} rounds, interleaved, on {os.cpu_count()} CPUs (milliseconds)")
-        print(f"{'path':<28}{'p50':>9}{'p90':>9}{'p99':>9}")
-        for name, st in stats.items():
-            print(f"{name:<28}" + "".join(f"{st[p] * 1000:>9.2f}" for p in ("p50", "p90", "p99")))
-        ratio = {p: stats["jc.submit().result()"][p] / base[p] for p in ("p50", "p90", "p99")}
-        print(f"{'ratio (submit / raw)':<28}" + "".join(f"{ratio[p]:>9.2f}" for p in ("p50", "p90", "p99")))
-        print(f"target p50 ratio <= 1.25: {'met' if ratio['p50'] <= 1.25 else 'NOT met'}")
-        print()
-        print(f"map of {args.items} trivial items: {args.map_rounds} rounds, interleaved, {workers} worker processes")
-        rates = {name: args.items / statistics.median(s) for name, s in map_samples.items()}
-        print(f"{'path':<28}{'median s':>10}{'items/s':>12}")
-        for name, s in map_samples.items():
-            print(f"{name:<28}{statistics.median(s):>10.3f}{rates[name]:>12,.0f}")
-        for anchor in [n for n in rates if n != "jc.map"]:
-            speedup = rates["jc.map"] / rates[anchor]
-            print(f"jc.map / {anchor}: {speedup:.1f}x (target >= 10x: {'met' if speedup >= 10 else 'NOT met'})")
-    finally:
-        if dask_client is not None:
-            dask_client.close()
-        if cluster is not None:
-            cluster.close()
-        down(state, echo=lambda _line: None)
+            stats = {name: percentiles(s) for name, s in submit_samples.items()}
+            base = stats["raw apply_async().get()"]
+            print(f"submit: {args.rounds} rounds, interleaved, on {os.cpu_count()} CPUs (milliseconds)")
+            print(f"{'path':<28}{'p50':>9}{'p90':>9}{'p99':>9}")
+            for name, st in stats.items():
+                print(f"{name:<28}" + "".join(f"{st[p] * 1000:>9.2f}" for p in ("p50", "p90", "p99")))
+            ratio = {p: stats["jc.submit().result()"][p] / base[p] for p in ("p50", "p90", "p99")}
+            print(f"{'ratio (submit / raw)':<28}" + "".join(f"{ratio[p]:>9.2f}" for p in ("p50", "p90", "p99")))
+            print(f"target p50 ratio <= 1.25: {'met' if ratio['p50'] <= 1.25 else 'NOT met'}")
+            print()
+            print(
+                f"map of {args.items} trivial items: {args.map_rounds} rounds, interleaved, {workers} worker processes"
+            )
+            rates = {name: args.items / statistics.median(s) for name, s in map_samples.items()}
+            print(f"{'path':<28}{'median s':>10}{'items/s':>12}")
+            for name, s in map_samples.items():
+                print(f"{name:<28}{statistics.median(s):>10.3f}{rates[name]:>12,.0f}")
+            for anchor in [n for n in rates if n != "jc.map"]:
+                speedup = rates["jc.map"] / rates[anchor]
+                print(f"jc.map / {anchor}: {speedup:.1f}x (target >= 10x: {'met' if speedup >= 10 else 'NOT met'})")
+        finally:
+            if dask_client is not None:
+                dask_client.close()
+            if cluster is not None:
+                cluster.close()
     return 0
 
 

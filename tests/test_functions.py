@@ -114,6 +114,7 @@ def test_retries_exhausted(ip, stack):
         job.result(timeout=60)
     assert caught.value.ename == "TimeoutError"
     assert "always_slow" in caught.value.traceback  # the user's frame, not the worker's
+    assert "raise TimeoutError('the service did not answer')" in caught.value.traceback  # with its line
     assert "jupyter_celery" not in caught.value.traceback
     assert [e.fields["attempt"] for e in job.events() if e.kind is EventKind.RETRYING] == ["2", "3"]
     assert kinds(job).count("started") == 3

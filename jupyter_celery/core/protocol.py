@@ -271,6 +271,9 @@ class JobSpec:
     A chunk of a map (kind ``chunk``): the same ``function``; ``items`` is one encoded list of the
     chunk's items (``fn(item)`` each), ``start`` the map index of the first one.
 
+    ``sources`` maps the file names of notebook-defined functions to the text of their cells, so
+    the worker's tracebacks show the lines of the user's code.
+
     Fields left at their default are not sent (:meth:`to_message`): a function's message carries
     no cell fields and the other way round.
     """
@@ -295,6 +298,7 @@ class JobSpec:
     retry: dict[str, Any] | None = None
     items: dict[str, Any] | None = None
     start: int = 0
+    sources: dict[str, str] = field(default_factory=dict)
     v: int = PROTOCOL_VERSION
 
     def to_message(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ Options (keyword-only, so they are not passed to the function):
 from __future__ import annotations
 
 import functools
+import linecache
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -73,9 +74,36 @@ class Options:
         return self
 
 
+SOURCE_LIMIT = 64 * 1024  # characters of a notebook cell sent with a function defined in it
+
+
 @functools.cache
 def _environment() -> dict[str, str]:
     return environment_fingerprint()
+
+
+def function_sources(fn: Callable[..., Any]) -> dict[str, str]:
+    """The text of the notebook cell that defined ``fn``, under the cell's name (``Cell In[5]``), so
+    the worker's tracebacks show the cell's lines as IPython would; nothing for a function of an
+    importable module (the worker has its file)."""
+    code = getattr(fn, "__code__", None)
+    if code is None or getattr(fn, "__module__", None) != "__main__":
+        return {}
+    text = "".join(linecache.getlines(code.co_filename))
+    if not text or len(text) > SOURCE_LIMIT:
+        return {}
+    return {_cell_name(code.co_filename): text}
+
+
+def _cell_name(filename: str) -> str:
+    """How IPython names the cell compiled as ``filename`` in tracebacks (``Cell In[5]``)."""
+    try:
+        from IPython import get_ipython
+
+        label = get_ipython().compile.format_code_name(filename)
+    except Exception:  # no IPython here, or one without cell names: the file name will do
+        return filename
+    return " ".join(label) if label else filename
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
@@ -111,6 +139,7 @@ def submit_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         args=tuple(codec.encode(f"arg{i}", value, prefix) for i, value in enumerate(args)),
         kwargs={name: codec.encode(f"kwarg.{name}", value, prefix) for name, value in kwargs.items()},
         retry=options.retry_message(),
+        sources=function_sources(fn),
     )
     return client.submit(spec, TASK_RUN_FUNCTION)
 
@@ -131,6 +160,7 @@ def map_items(fn: Callable[..., Any], items: Iterable[Any], options: Options, ch
         timeout=options.timeout,
         retry=options.retry_message(),
         environment=_environment(),
+        sources=function_sources(fn),
         chunksize=chunksize,
         map_id=map_id,
     )

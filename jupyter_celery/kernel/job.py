@@ -6,7 +6,6 @@ everything else reads them. Results are decoded on demand, in the caller's threa
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,12 +22,12 @@ from jupyter_celery.core.errors import (
 )
 from jupyter_celery.core.events import START_ID
 from jupyter_celery.core.protocol import KIND_CELL, KIND_CHUNK, KIND_FUNCTION, Event, EventKind
+from jupyter_celery.kernel.completion import Completion
 
 if TYPE_CHECKING:
     from jupyter_celery.kernel.client import Client
 
 DoneCallback = Callable[["Job"], Any]
-log = logging.getLogger(__name__)
 
 
 _NO_VALUE = object()
@@ -76,8 +75,7 @@ class Job:
         self.ended_at: float | None = None
         self.submitted_at = self._events[0].ts if self._events else time.time()
         self._lock = threading.RLock()
-        self._done = threading.Event()
-        self._callbacks: list[DoneCallback] = []
+        self._done: Completion[Job] = Completion(self, f"job {job_id}")
         self._listeners: list[SimpleQueue[Event]] = []
         self._value: Any = _NO_VALUE  # the decoded return value of a function job, once asked for
         self._cancel_requested = False
@@ -118,25 +116,12 @@ class Job:
         if view is not None:
             view.on_event(event)
         if event.kind.terminal:
-            self._done.set()
-            for callback in self._take_callbacks():
-                self._run_callback(callback)
+            self._done.set()  # runs the done callbacks
 
     def _note(self, note: str | None) -> None:
         self.note = note
         if self.view is not None:
             self.view.touch()
-
-    def _take_callbacks(self) -> list[DoneCallback]:
-        with self._lock:
-            callbacks, self._callbacks = self._callbacks, []
-        return callbacks
-
-    def _run_callback(self, callback: DoneCallback) -> None:
-        try:
-            callback(self)
-        except Exception:  # like concurrent.futures: a failing callback is logged, not raised
-            log.exception("done callback of job %s failed", self.id)
 
     # --- the Future-like API ----------------------------------------------------------------------
 
@@ -176,21 +161,11 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has ended (or ``timeout`` seconds passed); return whether it ended."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.is_set():
-            remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if remaining <= 0:
-                return False
-            self._done.wait(remaining)  # short waits keep Ctrl-C responsive
-        return True
+        return self._done.wait(timeout)
 
     def add_done_callback(self, fn: DoneCallback) -> None:
         """Call ``fn(job)`` when the job ends (at once if it has ended), from the reader thread."""
-        with self._lock:
-            if not self._done.is_set():
-                self._callbacks.append(fn)
-                return
-        self._run_callback(fn)
+        self._done.add_callback(fn)
 
     def cancel(self) -> bool:
         """Ask the job to stop: a queued job never starts; a running one stops at its next

@@ -27,6 +27,7 @@ from jupyter_celery.core.errors import JobCancelled, JobFailed, MapFailed
 from jupyter_celery.core.protocol import KIND_CHUNK, TASK_RUN_FUNCTION, EventKind, JobSpec, new_job_id
 from jupyter_celery.core.queues import profile
 from jupyter_celery.kernel.chunking import ChunkSizer
+from jupyter_celery.kernel.completion import Completion
 
 if TYPE_CHECKING:
     from jupyter_celery.core.codec import Encoded
@@ -101,6 +102,7 @@ class MapJob:
         timeout: float | None,
         retry: dict[str, Any] | None,
         environment: dict[str, str],
+        sources: dict[str, str] | None = None,
         chunksize: int | None = None,
         map_id: str | None = None,
     ) -> None:
@@ -114,6 +116,7 @@ class MapJob:
         self._items = items
         self._retry = retry
         self._environment = environment
+        self._sources = sources or {}
         # the queue's worker slots; before any worker's heartbeat is seen, the pool's default concurrency
         slots = client.slots(queue) or profile(queue).concurrency
         self.sizer = ChunkSizer(slots, chunksize)
@@ -130,8 +133,7 @@ class MapJob:
         self.dispatch_error: BaseException | None = None
         self._cond = threading.Condition()
         self._submit_lock = threading.Lock()  # cancel() waits for a chunk being sent, then cancels it too
-        self._done = threading.Event()
-        self._callbacks: list[MapCallback] = []
+        self._done: Completion[MapJob] = Completion(self, f"map {self.id}")
         self._values: list[Any] | None = None
         self.view: Any = None
         if self.total == 0:
@@ -171,6 +173,7 @@ class MapJob:
         finally:
             with self._cond:
                 self._dispatching = False
+                self._items = []  # every chunk has been sent (or never will be): the items are not needed
                 finished = self._in_flight == 0
             if finished:
                 self._finish()
@@ -192,6 +195,7 @@ class MapJob:
             items=client.codec.encode("items", items, f"{settings.owner}/jobs/{job_id}/in"),
             start=chunk.start,
             retry=self._retry,
+            sources=self._sources,
         )
         return client.submit(spec, TASK_RUN_FUNCTION)
 
@@ -220,18 +224,9 @@ class MapJob:
             if self._done.is_set():
                 return
             self.ended_at = time.time()
-            self._done.set()
-            callbacks, self._callbacks = self._callbacks, []
         if self.view is not None:
             self.view.touch()
-        for callback in callbacks:
-            self._run_callback(callback)
-
-    def _run_callback(self, callback: MapCallback) -> None:
-        try:
-            callback(self)
-        except Exception:  # like concurrent.futures: a failing callback is logged, not raised
-            log.exception("done callback of map %s failed", self.id)
+        self._done.set()  # runs the done callbacks
 
     def _cancel_chunks(self) -> None:
         for chunk in list(self.chunks):
@@ -277,23 +272,15 @@ class MapJob:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every chunk has ended (or ``timeout`` seconds passed); return whether they did."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.is_set():
-            remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if remaining <= 0:
-                return False
-            self._done.wait(remaining)  # short waits keep Ctrl-C responsive
+        if not self._done.wait(timeout):
+            return False
         if self.view is not None:
             self.view.refresh()  # the final state, sent while the cell still runs (headless runs keep it)
         return True
 
     def add_done_callback(self, fn: MapCallback) -> None:
         """Call ``fn(map)`` when every chunk has ended (at once if they have)."""
-        with self._cond:
-            if not self._done.is_set():
-                self._callbacks.append(fn)
-                return
-        self._run_callback(fn)
+        self._done.add_callback(fn)
 
     def result(self, timeout: float | None = None, *, errors: str = "raise") -> list[Any]:
         """The results, in the order of the items (waits up to ``timeout`` seconds).

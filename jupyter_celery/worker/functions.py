@@ -13,10 +13,12 @@ and traceback and the others still run; a transient failure of an item is retrie
 from __future__ import annotations
 
 import time
+from types import CodeType
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from jupyter_celery.core.cellcode import register_source
 from jupyter_celery.core.codec import Codec
 from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError
 from jupyter_celery.core.protocol import Event, EventKind
@@ -25,6 +27,7 @@ from jupyter_celery.worker.capture import JobReporter
 from jupyter_celery.worker.execution import VALUE, Work, user_traceback
 
 PROGRESS_EVERY = 0.1  # seconds between two progress reports of a chunk
+DYNAMIC_CODE = "<dynamic-code>"  # the file name cloudpickle gives the code of functions it sends by value
 
 
 class FunctionWork(Work):
@@ -34,7 +37,7 @@ class FunctionWork(Work):
 
     def load(self, codec: Codec) -> None:
         spec = self.spec
-        self.function = _decode_function(codec, spec.function)
+        self.function = _decode_function(codec, spec.function, spec.sources)
         self.args = [codec.decode(f"arg{i}", encoded) for i, encoded in enumerate(spec.args)]
         self.kwargs = {name: codec.decode(f"kwarg.{name}", encoded) for name, encoded in spec.kwargs.items()}
 
@@ -62,7 +65,7 @@ class ChunkWork(Work):
     check_cancel_first = True
 
     def load(self, codec: Codec) -> None:
-        self.function = _decode_function(codec, self.spec.function)
+        self.function = _decode_function(codec, self.spec.function, self.spec.sources)
         items = codec.decode("items", self.spec.items or {"enc": "json", "value": []})
         if not isinstance(items, list):
             raise DecodingError("items", f"a chunk's items must be a list, not {type(items).__name__}")
@@ -146,10 +149,29 @@ class ChunkWork(Work):
         return codec.encode("results", self.values, prefix)
 
 
-def _decode_function(codec: Codec, encoded: dict[str, Any] | None) -> Any:
+def _decode_function(codec: Codec, encoded: dict[str, Any] | None, sources: dict[str, str]) -> Any:
     if encoded is None:
         raise DecodingError("function", "the job names no function")
     function = codec.decode("function", encoded)
     if not callable(function):
         raise DecodingError("function", f"{type(function).__name__} is not callable")
+    if len(sources) == 1:
+        _name_cell(function, *next(iter(sources.items())))
     return function
+
+
+def _name_cell(function: Any, cell: str, text: str) -> None:
+    """Give a notebook function's code the name of its cell (cloudpickle names it ``<dynamic-code>``)
+    and make the cell's text known, so its tracebacks show the cell's lines."""
+    code = getattr(function, "__code__", None)
+    if isinstance(code, CodeType) and code.co_filename == DYNAMIC_CODE:
+        function.__code__ = _renamed(code, cell)
+        register_source(text, cell, 1)
+
+
+def _renamed(code: CodeType, filename: str) -> CodeType:
+    consts = tuple(
+        _renamed(c, filename) if isinstance(c, CodeType) and c.co_filename == DYNAMIC_CODE else c
+        for c in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=consts)
