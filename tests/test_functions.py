@@ -143,6 +143,17 @@ def test_named_exception_types_are_retried_and_others_fail_at_once(ip, stack, tm
     assert kinds(broken) == ["queued", "started", "failed"]  # no retry for a ValueError
 
 
+def test_cancel_a_job_waiting_for_its_next_attempt(ip, stack):
+    ns = define(ip, "def down():\n    raise ConnectionError('refused')\n")
+    job = jc.submit(ns["down"], retries=3, retry_delay=600)  # the next attempt would wait 5-10 minutes
+    wait_until(lambda: job.state == "retrying", 60, "the first attempt to fail")
+    assert job.cancel()
+    assert job.wait(30)
+    assert job.cancelled()
+    assert "waiting to be tried again" in job.terminal.fields["reason"]
+    assert kinds(job).count("started") == 1
+
+
 def test_soft_time_limit_raises_inside_the_function(ip, stack):
     ns = define(
         ip,

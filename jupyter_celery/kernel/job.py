@@ -169,7 +169,8 @@ class Job:
 
     def cancel(self) -> bool:
         """Ask the job to stop: a queued job never starts; a running one stops at its next
-        ``progress()`` call or output line, or is terminated after a grace period.
+        ``progress()`` call or output line, or is terminated after a grace period; a job waiting
+        for its next attempt (``retrying``) ends at once and is not tried again.
 
         Returns False if the job had already ended, True if the request was made.
         """
@@ -177,6 +178,11 @@ class Job:
             return False
         self._cancel_requested = True
         self._client.cancel(self.id)
+        if self.state == "retrying":
+            # Its next attempt waits in a worker's timer until its backoff is over, and only then
+            # would Celery see the revoke: end it now (a later attempt finds it ended and skips).
+            ended = Event(EventKind.CANCELLED, {"reason": "cancelled while waiting to be tried again"})
+            self._client.events.append(self.id, ended)
         if self.view is not None:
             self.view.touch()
         return True
