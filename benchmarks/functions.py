@@ -13,13 +13,12 @@ started before the first round (its start-up is not measured; neither is the sta
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from typing import Any
 
-from embedded import embedded_stack
+from common import embedded_stack, latency_report
 
 from jupyter_celery.core.protocol import PYTHON_Q, TASK_ECHO
 from jupyter_celery.core.queues import PROFILES
@@ -28,11 +27,6 @@ from jupyter_celery.core.queues import PROFILES
 def inc(x: int) -> int:
     """The submitted function: defined here, in __main__, so it travels by value like a notebook's."""
     return x + 1
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    qs = statistics.quantiles(samples, n=100, method="inclusive")
-    return {"p50": statistics.median(samples), "p90": qs[89], "p99": qs[98]}
 
 
 def timed(fn: Any) -> float:
@@ -104,15 +98,9 @@ def main() -> int:  # noqa: PLR0915 - one linear script
                 for name, path in map_paths.items():
                     map_samples[name].append(timed(path))
 
-            stats = {name: percentiles(s) for name, s in submit_samples.items()}
-            base = stats["raw apply_async().get()"]
-            print(f"submit: {args.rounds} rounds, interleaved, on {os.cpu_count()} CPUs (milliseconds)")
-            print(f"{'path':<28}{'p50':>9}{'p90':>9}{'p99':>9}")
-            for name, st in stats.items():
-                print(f"{name:<28}" + "".join(f"{st[p] * 1000:>9.2f}" for p in ("p50", "p90", "p99")))
-            ratio = {p: stats["jc.submit().result()"][p] / base[p] for p in ("p50", "p90", "p99")}
-            print(f"{'ratio (submit / raw)':<28}" + "".join(f"{ratio[p]:>9.2f}" for p in ("p50", "p90", "p99")))
-            print(f"target p50 ratio <= 1.25: {'met' if ratio['p50'] <= 1.25 else 'NOT met'}")
+            latency_report(
+                submit_samples, "jc.submit().result()", "raw apply_async().get()", f"submit: {args.rounds} rounds"
+            )
             print()
             print(
                 f"map of {args.items} trivial items: {args.map_rounds} rounds, interleaved, {workers} worker processes"

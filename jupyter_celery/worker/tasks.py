@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from billiard.exceptions import WorkerLostError
 from celery import Celery, Task, signals
@@ -46,6 +46,7 @@ from jupyter_celery.worker.heartbeat import Heartbeat
 from jupyter_celery.worker.notebook_runner import run_log, run_notebook
 from jupyter_celery.worker.tqdm_bridge import install_tqdm_bridge
 
+SpecT = TypeVar("SpecT", JobSpec, NotebookRunSpec)
 JOB_TASKS = frozenset({TASK_RUN_CELL, TASK_RUN_FUNCTION, TASK_RUN_NOTEBOOK})
 # How often a job whose worker process died (killed, out of memory) is sent again.
 WORKER_LOST_RETRIES = 2
@@ -186,13 +187,19 @@ def _cancel_watch(task: Task) -> CancelWatch:
     return cancel_watch(ctx.events, terminate, ctx.settings.cancel_grace)
 
 
+def _parse(task: Task, message: Any, kind: type[SpecT]) -> tuple[SpecT, int | None]:
+    """The job's spec and this attempt's number (None: the job already ended); an invalid message
+    ends the job's stream and fails the task."""
+    try:
+        spec = kind.from_message(message)
+    except (ProtocolError, TypeError, AttributeError) as exc:
+        raise _invalid(message, exc) from None
+    return spec, _attempt(task, spec.id)
+
+
 def _run_job(task: Task, message: dict[str, Any], make: Callable[[JobSpec, int], Work]) -> dict[str, Any]:
     """One attempt of a cell or function job: the same path for every kind (see execution.py)."""
-    try:
-        spec = JobSpec.from_message(message)
-    except (ProtocolError, TypeError) as exc:
-        raise _invalid(message, exc) from None
-    attempt = _attempt(task, spec.id)
+    spec, attempt = _parse(task, message, JobSpec)
     if attempt is None:
         return {"job": spec.id, "skipped": "the job had already ended"}
     work = make(spec, attempt)
@@ -238,11 +245,7 @@ def register(app: Celery) -> None:
     @app.task(name=TASK_RUN_NOTEBOOK, base=NotebookTask, **JOB_TASK_OPTIONS)
     def run_notebook_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
         """One attempt of a scheduled notebook run; a failed attempt with retries left queues the next one."""
-        try:
-            spec = NotebookRunSpec.from_message(message)
-        except (ProtocolError, TypeError) as exc:
-            raise _invalid(message, exc) from None
-        attempt = _attempt(self, spec.id)
+        spec, attempt = _parse(self, message, NotebookRunSpec)
         if attempt is None:
             return {"run": spec.id, "skipped": "the run had already ended"}
         ctx = context()
