@@ -17,6 +17,11 @@ Functions::
     squares = jc.map(lambda x: x * x, range(10_000))
     squares.result()
 
+Named datasets in the object store::
+
+    from jupyter_celery import put, get, datasets
+    ref = put(frame, name="sales-2026")
+
 Scheduled notebooks::
 
     import jupyter_celery as jc
@@ -53,6 +58,12 @@ _LAZY = {
     "ALL_COMPLETED": "jupyter_celery.kernel.futures",
     "schedule_notebook": "jupyter_celery.kernel.schedules",
     "schedules": "jupyter_celery.kernel.schedules",
+    "put": "jupyter_celery.kernel.datasets",
+    "get": "jupyter_celery.kernel.datasets",
+    "datasets": "jupyter_celery.kernel.datasets",
+    "delete_dataset": "jupyter_celery.kernel.datasets",
+    "DatasetRef": "jupyter_celery.kernel.datasets",
+    "DatasetList": "jupyter_celery.kernel.datasets",
 }
 
 __all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
@@ -68,9 +79,13 @@ __all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
     "as_completed",
     "attach",
     "cancel",
+    "datasets",
+    "delete_dataset",
     "gather",
+    "get",
     "jobs",
     "map",
+    "put",
     "remote",
     "schedule_notebook",
     "schedules",

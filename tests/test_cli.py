@@ -168,7 +168,7 @@ def test_status_redacts_passwords_and_fails_when_the_broker_is_down():
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["up"], ["down"], ["status"], ["worker"], ["beat"], ["schedule"]]
+    [[], ["up"], ["down"], ["status"], ["worker"], ["gc"], ["beat"], ["schedule"]]
     + [["schedule", action] for action in SUBCOMMANDS],
 )
 def test_every_command_has_help(command):

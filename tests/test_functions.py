@@ -10,11 +10,13 @@ import base64
 import inspect
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import jupyter_celery as jc
 from jupyter_celery.core.errors import EncodingError, JobTimeout, RemoteError
-from jupyter_celery.core.protocol import EventKind
+from jupyter_celery.core.objects import ObjectTag
+from jupyter_celery.core.protocol import EventKind, Keys
 from jupyter_celery.kernel.client import get_client
 
 from .waiting import wait_until
@@ -57,7 +59,7 @@ def test_closure_over_a_numpy_array(ip, stack):
 
 
 def test_function_of_an_installed_module_goes_by_reference(stack):
-    encoded = get_client().codec.encode("function", np.linalg.norm, "tester/probe")
+    encoded = get_client().codec.encode("function", np.linalg.norm, ObjectTag("tester"))
     assert encoded["enc"] == "pickle"
     data = base64.b64decode(encoded["data"])
     assert b"numpy" in data and b"norm" in data
@@ -72,10 +74,35 @@ def test_large_argument_and_result_travel_through_the_store_by_key(ip, stack):
     doubled = job.result(timeout=120)
     assert np.array_equal(doubled, big * 2)
     client = get_client()
-    assert client.store.exists(f"tester/jobs/{job.id}/in/arg0.pkl")  # the message carried its key only
     value = job.manifest()["value"]
-    assert value["enc"] == "pickle" and "data" not in value
-    assert client.store.exists(value["key"])
+    assert value["enc"] == "pickle" and "data" not in value  # the message carried its key only
+    objects = client.events.redis.smembers(Keys().job_objects(job.id))  # what gc keeps for the job
+    assert value["key"] in objects
+    assert len(objects) == 2  # the argument, sent by key, and the result
+    assert all(client.store.exists(key) for key in objects)
+
+
+def test_dataframe_argument_and_result_by_key_and_a_closure_over_one(ip, stack):
+    ns = define(
+        ip,
+        "import numpy as np, pandas as pd\n"
+        "prices = pd.DataFrame({'sku': np.arange(1000), 'price': np.linspace(1, 2, 1000)})\n"
+        "def score(frame, threshold):\n    return (frame.value > threshold).mean()\n"
+        "def priced(frame):\n    return frame.merge(prices, on='sku').assign(total=lambda f: f.qty * f.price)\n",
+    )
+    frame = pd.DataFrame(
+        {"sku": np.arange(50_000) % 1000, "qty": np.arange(50_000) % 7, "value": np.linspace(0, 1, 50_000)}
+    )
+    assert jc.submit(ns["score"], frame, 0.5).result(timeout=120) == pytest.approx((frame.value > 0.5).mean())
+    job = jc.submit(ns["priced"], frame)  # `prices` travels with the function (a closure over a frame)
+    totals = job.result(timeout=120)
+    expected = frame.merge(ns["prices"], on="sku").assign(total=lambda f: f.qty * f.price)
+    pd.testing.assert_frame_equal(totals, expected)
+    value = job.manifest()["value"]
+    assert value["enc"] == "frame" and "key" in value  # the result came back by key, as Arrow
+    client = get_client()
+    objects = client.events.redis.smembers(Keys().job_objects(job.id))
+    assert value["key"] in objects and len(objects) == 2  # the frame argument and the result (the function is small)
 
 
 def test_an_argument_that_cannot_be_sent_stops_the_submit(ip, stack):

@@ -96,9 +96,11 @@ def test_large_array_goes_through_the_store(ip, stack):
     assert run(ip, "%%celery\ns = float(big.sum())\nbig2 = big + 1").error_in_exec is None
     assert ip.user_ns["s"] == 200_000.0
     assert ip.user_ns["big2"][0] == 2.0
-    keys = list(get_client().store.keys("tester/jobs/"))
-    assert any(k.endswith("/in/big.pkl") for k in keys)
-    assert any(k.endswith("/out/big2.pkl") for k in keys)
+    (job_id,) = jobs_of_owner(stack)
+    objects = get_client().events.job_objects(job_id)  # the input and the output, by key
+    assert len(objects) == 2
+    assert all(k.startswith("tester/objects/") and k.endswith(".pkl") for k in objects)
+    assert all(get_client().store.exists(k) for k in objects)
 
 
 def test_notebook_class_and_lambda_travel_both_ways(ip, stack):

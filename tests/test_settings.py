@@ -35,6 +35,19 @@ def test_each_url_can_be_separate(tmp_path):
     assert (s.store_url, s.inline_limit, s.owner) == ("file:///data/jc", 100, "ada")
 
 
+def test_s3_store_settings(tmp_path):
+    s = Settings.from_env(
+        env(tmp_path, BROKER_URL="redis://b:1/0", STORE_URL="s3://bucket/team/prefix",
+            S3_ENDPOINT_URL="http://minio:9000", S3_PART_MB="16", FRAME_FORMAT="parquet")
+    )  # fmt: skip
+    assert (s.store_url, s.s3_endpoint_url, s.s3_part_size, s.frame_format) == (
+        "s3://bucket/team/prefix", "http://minio:9000", 16 << 20, "parquet",
+    )  # fmt: skip
+    defaults = Settings.from_env(env(tmp_path, BROKER_URL="redis://b:1/0"))
+    assert (defaults.s3_endpoint_url, defaults.s3_part_size, defaults.frame_format) == ("", 64 << 20, "ipc")
+    assert defaults.redacted()["s3 endpoint"] == "(AWS)"
+
+
 def test_settings_are_frozen(tmp_path):
     s = Settings.from_env(env(tmp_path, BROKER_URL="redis://localhost:1/0"))
     with pytest.raises(AttributeError):
@@ -65,6 +78,10 @@ def test_not_configured_says_what_to_do(tmp_path):
         ("INLINE_LIMIT", "lots", "must be an integer"),
         ("INLINE_LIMIT", "-1", "must be >= 0"),
         ("STORE_URL", "ftp://x/y", "STORE_URL"),
+        ("STORE_URL", "s3:///no-bucket", "s3://bucket/prefix"),
+        ("S3_ENDPOINT_URL", "minio:9000", "http"),
+        ("S3_PART_MB", "4", "at least 5"),
+        ("FRAME_FORMAT", "feather", "ipc, parquet"),
         ("OWNER", "a/b", "OWNER"),
     ],
 )

@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="start the embedded stack: redis-server, a worker per queue, beat, a local store",
         description="Start a real redis-server (persistent, on a free loopback port), one prefork "
         "worker for each queue (" + ", ".join(QUEUES) + "), beat (which queues scheduled notebook "
-        "runs) and a local-directory object store, and "
+        "runs) and a local-directory object store (or the store of JUPYTER_CELERY_STORE_URL when "
+        "it is set, e.g. MinIO), and "
         "write the connection file that notebooks and workers on this machine read. In the "
         "foreground Ctrl-C stops everything; with --detach it returns once every worker answers a "
         "ping. If a stack is already up, nothing is started; a connection file whose processes are "
@@ -86,10 +87,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("celery_options", nargs=argparse.REMAINDER, help="more `celery worker` options, after --")
     _state_dir_option(p)
 
+    p = sub.add_parser(
+        "gc", help="delete job objects (inputs, outputs) that no job refers to any more",
+        description="Delete the job objects in the object store that no job on record refers to "
+        "and that were written longer ago than --older-than; report counts and sizes. A job "
+        "refers to its inputs and outputs until its record expires (JUPYTER_CELERY_JOB_TTL after "
+        "its last event), so queued, running and recent jobs keep theirs. Named datasets are never "
+        "deleted. Partial writes left by interrupted writers are removed too.\n\n"
+        "example: jupyter-celery gc --older-than 7d --dry-run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    p.add_argument(
+        "--older-than", type=_duration, default="7d", metavar="AGE",
+        help="only objects written longer ago than this: 90s, 30m, 12h, 7d, 2w (default 7d)",
+    )  # fmt: skip
+    p.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+    p.add_argument("--owner", help="only this owner's objects (default: every owner's)")
+    _state_dir_option(p)
+
     from jupyter_celery.cli.schedule import add_parsers
 
     add_parsers(sub, _state_dir_option)
     return parser
+
+
+def _duration(text: str) -> float:
+    from jupyter_celery.core.collector import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_gc(settings: Settings, older_than: float, dry_run: bool, owner: str | None) -> int:
+    from jupyter_celery.core.collector import collect
+    from jupyter_celery.core.events import REDIS_ERRORS, EventLog, unreachable
+    from jupyter_celery.core.store import store_for
+
+    events = EventLog.connect(settings)
+    try:
+        result = collect(store_for(settings), events.referenced_objects, older_than, dry_run=dry_run, owner=owner)
+    except REDIS_ERRORS as exc:
+        raise unreachable(settings.events_url, exc) from exc
+    finally:
+        events.redis.close()
+    for line in result.lines():
+        echo(line)
+    return 0
 
 
 def run_worker(queue: str, options: Sequence[str], *, restart: bool) -> int:
@@ -122,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, state_dir: Path) -> int:
+def _run(args: argparse.Namespace, state_dir: Path) -> int:  # noqa: PLR0911 - one return per command
     if args.command == "up":
         from jupyter_celery.cli.stack import up
 
@@ -137,6 +182,8 @@ def _run(args: argparse.Namespace, state_dir: Path) -> int:
         return status(Settings.from_env(), echo=echo, timeout=args.timeout)
     if args.command == "worker":
         return run_worker(args.queue, args.celery_options, restart=not args.no_restart)
+    if args.command == "gc":
+        return run_gc(Settings.from_env(), args.older_than, args.dry_run, args.owner)
     from jupyter_celery.cli.schedule import run_beat_command, run_schedule_command
 
     if args.command == "beat":

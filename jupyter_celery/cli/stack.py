@@ -24,7 +24,7 @@ from jupyter_celery.cli.redis_server import free_port, start_redis, wait_for_red
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.errors import ConnectionFailed
 from jupyter_celery.core.protocol import QUEUES, Keys
-from jupyter_celery.core.settings import CONNECTION_FILE, ENV_PREFIX, Settings, read_connection_file
+from jupyter_celery.core.settings import CONNECTION_FILE, ENV_PREFIX, Settings, read_connection_file, redact_url
 
 Echo = Callable[[str], None]
 
@@ -204,13 +204,16 @@ def up(state_dir: Path, *, detach: bool, echo: Echo, timeout: float = 90.0) -> i
         previous.remove()
 
     port = free_port(previous.port if previous else None)
+    # The workers must use the store the notebooks use: JUPYTER_CELERY_STORE_URL when set (MinIO/S3...).
+    store_url = os.environ.get(ENV_PREFIX + "STORE_URL") or (state_dir / "store").as_uri()
     state = StackState(
         state_dir=state_dir,
         broker_url=f"redis://127.0.0.1:{port}/0",
-        store_url=(state_dir / "store").as_uri(),
+        store_url=store_url,
         started=time.time(),
     )
-    (state_dir / "store").mkdir(exist_ok=True)
+    if store_url == (state_dir / "store").as_uri():
+        (state_dir / "store").mkdir(exist_ok=True)
     try:
         _start_all(state, timeout)
     except BaseException as exc:
@@ -230,7 +233,7 @@ def up(state_dir: Path, *, detach: bool, echo: Echo, timeout: float = 90.0) -> i
     for record in state.processes:
         echo(f"  {record.name:<18} pid {record.pid:<8} log {record.log}")
     echo(f"  broker, results, events: {state.broker_url}")
-    echo(f"  store:                   {state.store_url}")
+    echo(f"  store:                   {redact_url(state.store_url)}")
     echo("Notebooks and workers on this machine find it through the connection file; elsewhere set")
     echo(f"  {ENV_PREFIX}BROKER_URL={state.broker_url}")
     if detach:

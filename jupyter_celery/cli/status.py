@@ -8,7 +8,7 @@ from jupyter_celery.cli.stack import Echo, StackState, beat_lock_holder, workers
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.protocol import QUEUES
 from jupyter_celery.core.settings import Settings, redact_url
-from jupyter_celery.core.store import open_store
+from jupyter_celery.core.store import store_for
 
 # kombu's Redis transport keeps a queue's messages of priority p in "<queue>\x06\x16<p>"
 PRIORITY_SEPARATOR = "\x06\x16"
@@ -35,7 +35,7 @@ def status(settings: Settings, echo: Echo, timeout: float = 1.0) -> int:
         echo(f"broker {redact_url(settings.broker_url)}: reachable")
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         echo(f"broker {redact_url(settings.broker_url)}: UNREACHABLE ({exc})")
-        echo(f"store {open_store(settings.store_url).describe()}")
+        echo(f"store {store_for(settings).describe()}")
         return 1
     app = make_app(settings, name="jupyter_celery.status")
     try:
@@ -52,7 +52,7 @@ def status(settings: Settings, echo: Echo, timeout: float = 1.0) -> int:
     echo(
         "beat: active (holds the schedule lock)" if holder else "beat: none active (scheduled notebooks are not queued)"
     )
-    store = open_store(settings.store_url)
+    store = store_for(settings)
     echo(f"store {store.describe()}")
     client.close()
     return 0 if ok else 1

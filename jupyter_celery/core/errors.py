@@ -33,11 +33,31 @@ class ProtocolError(JupyterCeleryError):
 
 
 class StoreError(JupyterCeleryError):
-    """The object store failed: object missing, permission denied, disk full."""
+    """The object store failed. The message names the store (credentials redacted) and the key."""
 
 
 class ObjectMissing(StoreError):
     """An object the job refers to is not in the store (never written, or expired)."""
+
+
+class StoreUnreachable(StoreError, ConnectionFailed):
+    """The object store could not be reached (connection refused, timeouts) after retries."""
+
+
+class StoreAccessDenied(StoreError):
+    """The store refused access: wrong credentials, or a bucket that is missing and may not be created."""
+
+
+class StoreFull(StoreError):
+    """No space left where an object is written or staged (the store's disk, or the local temp directory)."""
+
+
+class DatasetError(JupyterCeleryError):
+    """A named dataset cannot be stored: an invalid name, or a value Parquet cannot hold exactly."""
+
+
+class DatasetMissing(ObjectMissing):
+    """There is no dataset of that name (never stored, or deleted)."""
 
 
 class EncodingError(JupyterCeleryError):
@@ -59,6 +79,17 @@ class DecodingError(JupyterCeleryError):
         super().__init__(f"cannot load variable {name!r}: {reason}")
         self.name = name
         self.reason = reason
+
+
+class JupyterCeleryWarning(UserWarning):
+    """Base class of the warnings jupyter-celery issues."""
+
+
+class FramePickledWarning(JupyterCeleryWarning):
+    """A DataFrame travels pickled because Arrow cannot hold it exactly (mixed-object columns, duplicate names...).
+
+    The round trip is still exact; the stored object is just not readable by other tools.
+    """
 
 
 class CellSyntaxError(JupyterCeleryError):

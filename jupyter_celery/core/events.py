@@ -1,8 +1,9 @@
 """Job records and job streams in Redis: writing events and reading them back.
 
 A job's stream ends with exactly one terminal event. Appends go through one Lua script that adds
-the events (``XADD ... MAXLEN ~ N``), updates the job record and refreshes the TTL of both, and
-drops anything written after the job has ended: a second terminal event (the worker's ``failed``
+the events (``XADD ... MAXLEN ~ N``), updates the job record, adds the store keys the job now
+refers to (``SADD`` to its objects set: what keeps them from ``gc``), refreshes the TTL of all
+three, and drops anything written after the job has ended: a second terminal event (the worker's ``failed``
 racing the kernel's ``lost``, a re-delivered job running again) never reaches readers.
 
 Readers pass the last id they saw, starting from ``0-0``, never ``$``: a job that ended before its
@@ -27,15 +28,16 @@ START_ID = "0-0"
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 READER_STREAM_MAXLEN = 100
 
-# KEYS: stream, record. ARGV: maxlen, ttl, n_events, then per event: terminal (0/1), seq (0: none),
-# n_fields, field, value, ...; then the record update as field, value, ...
+# KEYS: stream, record, objects set. ARGV: maxlen, ttl, n_events, n_objects, the objects, then per
+# event: terminal (0/1), seq (0: none), n_fields, field, value, ...; then the record update as
+# field, value, ...
 # An event is dropped (id "") when the job has ended, or when its seq is not above the last seq
 # written (a retried write whose first attempt did land). Returns the ids.
 _APPEND = """
 local ended = redis.call('HEXISTS', KEYS[2], 'ended') == 1
 local last_seq = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
-local maxlen, ttl, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local i, ids, wrote = 4, {}, false
+local maxlen, ttl, n, n_objects = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local i, ids, wrote = 5 + n_objects, {}, false
 local was_open = not ended
 for e = 1, n do
   local terminal, seq, nf = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
@@ -56,6 +58,10 @@ if was_open and wrote then
   if last_seq > 0 then redis.call('HSET', KEYS[2], 'seq', string.format('%d', last_seq)) end
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('EXPIRE', KEYS[2], ttl)
+  if n_objects > 0 then
+    redis.call('SADD', KEYS[3], unpack(ARGV, 5, 4 + n_objects))
+    redis.call('EXPIRE', KEYS[3], ttl)
+  end
 end
 return ids
 """
@@ -110,11 +116,14 @@ class EventLog:
     def connect(cls, settings: Settings, *, block_seconds: float = 0.0) -> EventLog:
         return cls(connect_redis(settings.events_url, block_seconds=block_seconds), settings)
 
-    def create(self, job_id: str, record: Mapping[str, str], queued: Event, *, reader: str = "") -> Event:
+    def create(
+        self, job_id: str, record: Mapping[str, str], queued: Event, objects: Sequence[str] = (), *, reader: str = ""
+    ) -> Event:
         """Write a new job's record, index it under its owner and add its ``queued`` event.
 
-        With ``reader``, the same transaction wakes that kernel reader so it follows the job at
-        once. Returns the ``queued`` event with its stream id.
+        ``objects`` are the store keys of its inputs: from now on ``gc`` keeps them. With
+        ``reader``, the same transaction wakes that kernel reader so it follows the job at once.
+        Returns the ``queued`` event with its stream id.
         """
         pipe = self.redis.pipeline(transaction=True)
         owner_index = self.keys.owner_jobs(record["owner"])
@@ -129,6 +138,10 @@ class EventLog:
         index = len(pipe.command_stack)
         pipe.xadd(stream, queued.to_wire(), maxlen=self.maxlen, approximate=True)  # type: ignore[arg-type]
         pipe.expire(stream, self.ttl)
+        objects_key = self.keys.job_objects(job_id)
+        if objects:
+            pipe.sadd(objects_key, *objects)
+        pipe.expire(objects_key, self.ttl)  # the job's objects are kept as long as its record
         if reader:
             wake = self.keys.reader(reader)
             pipe.xadd(wake, {"job": job_id}, maxlen=READER_STREAM_MAXLEN, approximate=True)
@@ -136,8 +149,11 @@ class EventLog:
         replies = self._execute(pipe)
         return Event(queued.kind, queued.fields, queued.ts, id=str(replies[index]))
 
-    def append(self, job_id: str, *events: Event, seqs: Sequence[int] | None = None) -> list[str]:
-        """Add events to a job's stream and their state to its record, in one atomic step.
+    def append(
+        self, job_id: str, *events: Event, seqs: Sequence[int] | None = None, objects: Sequence[str] = ()
+    ) -> list[str]:
+        """Add events to a job's stream, their state to its record and ``objects`` to its store keys,
+        in one atomic step.
 
         ``seqs`` (increasing numbers, one per event) make the append idempotent: an event whose
         number was already written is skipped, so retrying a write whose reply was lost does not
@@ -145,7 +161,7 @@ class EventLog:
         repeat) has the id ``""``.
         """
         numbers = list(seqs) if seqs is not None else [0] * len(events)
-        argv: list[Any] = [self.maxlen, self.ttl, len(events)]
+        argv: list[Any] = [self.maxlen, self.ttl, len(events), len(objects), *objects]
         for event, seq in zip(events, numbers, strict=True):
             wire = event.to_wire()
             argv += ["1" if event.kind.terminal else "0", seq, len(wire)]
@@ -154,7 +170,8 @@ class EventLog:
         for name, value in record_update(events).items():
             argv += [name, value]
         try:
-            ids: Any = self._append(keys=[self.keys.events(job_id), self.keys.job(job_id)], args=argv)
+            keys = [self.keys.events(job_id), self.keys.job(job_id), self.keys.job_objects(job_id)]
+            ids: Any = self._append(keys=keys, args=argv)
         except REDIS_ERRORS as exc:
             raise unreachable(self.url, exc) from exc
         return [str(i) for i in ids]
@@ -222,8 +239,29 @@ class EventLog:
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(self.keys.cancel(job_id)))
 
+    def job_objects(self, job_id: str) -> set[str]:
+        """The store keys a job refers to."""
+        members: Any = self.redis.smembers(self.keys.job_objects(job_id))
+        return set(members)
+
+    def referenced_objects(self) -> set[str]:
+        """The store keys every job still on record refers to (what ``gc`` must keep)."""
+        found: set[str] = set()
+        names = list(self.redis.scan_iter(self.keys.job_objects_pattern(), count=1000))
+        for start in range(0, len(names), 500):
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names[start : start + 500]:
+                pipe.smembers(name)
+            for members in pipe.execute():
+                found.update(members)
+        return found
+
     def delete_all(self, job_ids: Iterable[str]) -> None:
-        """Remove records and streams (used by tests and clean-up)."""
-        keys = [k for j in job_ids for k in (self.keys.job(j), self.keys.events(j), self.keys.cancel(j))]
+        """Remove records, streams, cancel flags and object sets (used by tests and clean-up)."""
+        keys = [
+            k
+            for j in job_ids
+            for k in (self.keys.job(j), self.keys.events(j), self.keys.cancel(j), self.keys.job_objects(j))
+        ]
         if keys:
             self.redis.delete(*keys)

@@ -1,4 +1,4 @@
-"""The wire contract: queue names, task names, Redis key names, event kinds and the job spec.
+"""The wire contract: queue names, task names, Redis and store key names, event kinds and the job spec.
 
 This is the only module that formats a key or names a task. The kernel side sends tasks by
 these names; the worker side registers its implementations under them.
@@ -8,6 +8,7 @@ Redis data model (``<p>`` is the key prefix, ``jc`` by default)::
     <p>:job:<id>            hash    job record: name, queue, owner, kind, state, timestamps, worker
     <p>:job:<id>:events     stream  the job's timeline (one entry per event, see EventKind)
     <p>:job:<id>:cancel     string  set when someone asked to cancel the job (value: request time)
+    <p>:job:<id>:objects    set     store keys the job refers to (inputs, outputs): what keeps them from gc
     <p>:owner:<owner>:jobs  zset    job ids of one owner, scored by submission time
     <p>:worker:<hostname>   string  a live worker's heartbeat (JSON: queues, pid, ts); expires when it stops
     <p>:queue:<q>:workers   zset    hostnames consuming queue q, scored by their last heartbeat
@@ -28,12 +29,23 @@ A run id is also the run's job id (its job record and stream are those of any jo
 Celery task id. In the object store, a schedule's files live under
 ``<owner>/schedules/<name>/``: ``notebooks/<digest>.ipynb`` (each uploaded version) and
 ``runs/<run id>/output.ipynb`` and ``output.html``.
+
+Object-store layout (keys are ``/``-separated, relative to the store URL)::
+
+    <owner>/objects/<d[:2]>/<digest>.<ext>   job objects, content-addressed: the digest (xxh3-128 of the
+                                             serialised bytes) names the object, so identical content is
+                                             stored once; ext is arrow (Arrow IPC), parquet or pkl
+    <owner>/datasets/<name>.parquet          named datasets (``put(df, name=...)``): never collected
+
+Every object carries metadata (S3 user metadata, a sidecar file in the local store): the fields
+``OBJECT_METADATA`` below.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 import sys
 import time
 import uuid
@@ -163,6 +175,13 @@ class Keys:
     def cancel(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}:cancel"
 
+    def job_objects(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:objects"
+
+    def job_objects_pattern(self) -> str:
+        """A SCAN pattern that matches the object sets of every job."""
+        return f"{self.prefix}:job:*:objects"
+
     def owner_jobs(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}:jobs"
 
@@ -210,6 +229,59 @@ class Keys:
     def pattern(self) -> str:
         """A SCAN pattern that matches every key of the project."""
         return f"{self.prefix}:*"
+
+
+# Metadata carried by every stored object: the owner, the job that first wrote it (empty for a dataset),
+# its role (input, output, dataset) and its creation time (seconds since the epoch). Datasets add
+# their shape, kind (dataframe, series, table) and digest.
+OBJECT_METADATA = ("owner", "job", "role", "created")
+DATASET_METADATA = ("rows", "columns", "kind", "digest")
+DATASET_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class StoreKeys:
+    """Every object-store key of the project (see the layout in this module's docstring)."""
+
+    OBJECTS = "objects"
+    DATASETS = "datasets"
+    DATASET_EXT = "parquet"
+
+    @classmethod
+    def object(cls, owner: str, digest: str, ext: str) -> str:
+        return f"{owner}/{cls.OBJECTS}/{digest[:2]}/{digest}.{ext}"
+
+    @classmethod
+    def dataset(cls, owner: str, name: str) -> str:
+        return f"{owner}/{cls.DATASETS}/{name}.{cls.DATASET_EXT}"
+
+    @classmethod
+    def datasets_prefix(cls, owner: str) -> str:
+        return f"{owner}/{cls.DATASETS}/"
+
+    @classmethod
+    def is_job_object(cls, key: str) -> bool:
+        """Whether ``key`` is a job object (what ``gc`` may collect), as opposed to a dataset or anything else."""
+        parts = key.split("/")
+        return len(parts) == 4 and parts[1] == cls.OBJECTS
+
+    @classmethod
+    def dataset_name(cls, key: str) -> str | None:
+        """The dataset name of a dataset key, else None."""
+        parts = key.split("/")
+        suffix = "." + cls.DATASET_EXT
+        if len(parts) == 3 and parts[1] == cls.DATASETS and parts[2].endswith(suffix):
+            return parts[2][: -len(suffix)]
+        return None
+
+
+def check_dataset_name(name: str) -> str:
+    """``name`` if it can name a dataset (letters, digits, . _ -), else a ValueError saying why."""
+    if not isinstance(name, str) or not DATASET_NAME_RE.fullmatch(name):
+        raise ValueError(
+            f"dataset names are 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit; got {name!r}"
+        )
+    return name
 
 
 def new_job_id() -> str:

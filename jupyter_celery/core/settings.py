@@ -9,7 +9,10 @@ variable                            meaning                                     
 ``JUPYTER_CELERY_BROKER_URL``       Redis URL of the Celery broker                connection file
 ``JUPYTER_CELERY_RESULT_URL``       Redis URL of the Celery result backend        the broker URL
 ``JUPYTER_CELERY_EVENTS_URL``       Redis URL of the job streams                  the broker URL
-``JUPYTER_CELERY_STORE_URL``        object store (``file:///path``)               connection file
+``JUPYTER_CELERY_STORE_URL``        object store (``file:///path``, ``s3://b/p``)  connection file
+``JUPYTER_CELERY_S3_ENDPOINT_URL``  S3 endpoint (MinIO...), AWS when unset        (AWS)
+``JUPYTER_CELERY_S3_PART_MB``       multipart part size for S3 transfers, MiB     64
+``JUPYTER_CELERY_FRAME_FORMAT``     DataFrames of jobs: ``ipc`` or ``parquet``    ipc
 ``JUPYTER_CELERY_INLINE_LIMIT``     bytes above which a value goes to the store   32768
 ``JUPYTER_CELERY_OWNER``            whose jobs these are                          the login name
 ``JUPYTER_CELERY_STATE_DIR``        where ``up`` keeps its state                  ~/.local/state/jupyter-celery
@@ -44,6 +47,9 @@ VARIABLES = (
     "RESULT_URL",
     "EVENTS_URL",
     "STORE_URL",
+    "S3_ENDPOINT_URL",
+    "S3_PART_MB",
+    "FRAME_FORMAT",
     "INLINE_LIMIT",
     "OWNER",
     "STATE_DIR",
@@ -55,6 +61,11 @@ VARIABLES = (
 CONNECTION_FILE = "stack.json"
 DEFAULT_INLINE_LIMIT = 32 * 1024
 DEFAULT_JOB_TTL = 7 * 24 * 3600
+DEFAULT_S3_PART_MB = 64
+# How the DataFrames of jobs are stored: Arrow IPC (the default: measured in benchmarks/README.md) or Parquet.
+# Named datasets are always Parquet, the format other tools read straight from the bucket.
+FRAME_FORMATS = ("ipc", "parquet")
+STORE_SCHEMES = ("file", "s3")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 OWNER_RE = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
@@ -112,10 +123,34 @@ def _check_redis_url(name: str, url: str) -> str:
 
 
 def _check_store_url(url: str) -> str:
-    scheme = urlsplit(url).scheme
-    if scheme != "file":
-        raise ConfigurationError(f"{ENV_PREFIX}STORE_URL must be file:///path (got {redact_url(url)!r})")
+    parts = urlsplit(url)
+    if parts.scheme not in STORE_SCHEMES or (parts.scheme == "s3" and not parts.netloc):
+        raise ConfigurationError(
+            f"{ENV_PREFIX}STORE_URL must be file:///path or s3://bucket/prefix (got {redact_url(url)!r})"
+        )
     return url
+
+
+def _check_endpoint_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(
+            f"{ENV_PREFIX}S3_ENDPOINT_URL must be an http(s) URL such as http://minio:9000 (got {redact_url(url)!r})"
+        )
+    return url
+
+
+def _part_size(raw: str) -> int:
+    megabytes = _positive_int("S3_PART_MB", raw)
+    if megabytes < 5:
+        raise ConfigurationError(f"{ENV_PREFIX}S3_PART_MB must be at least 5 (S3's smallest part), got {megabytes}")
+    return megabytes << 20
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    if raw not in choices:
+        raise ConfigurationError(f"{ENV_PREFIX}{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _check_owner(owner: str) -> str:
@@ -154,6 +189,9 @@ class Settings:
     result_url: str = field(repr=False)
     events_url: str = field(repr=False)
     store_url: str = field(repr=False)
+    s3_endpoint_url: str = field(default="", repr=False)  # empty: AWS's own endpoints
+    s3_part_size: int = DEFAULT_S3_PART_MB * 1024 * 1024
+    frame_format: str = "ipc"
     inline_limit: int = DEFAULT_INLINE_LIMIT
     owner: str = ""
     state_dir: Path = Path()
@@ -184,6 +222,7 @@ class Settings:
             "result backend": redact_url(self.result_url),
             "events": redact_url(self.events_url),
             "store": redact_url(self.store_url),
+            "s3 endpoint": redact_url(self.s3_endpoint_url) or "(AWS)",
         }
 
     @classmethod
@@ -220,11 +259,15 @@ class Settings:
             raise ConfigurationError(f"{ENV_PREFIX}BROKER_URL is not set")
         store = store or (state_dir / "store").as_uri()
         owner = get("OWNER") or env.get("JUPYTERHUB_USER") or getpass.getuser()
+        endpoint = get("S3_ENDPOINT_URL")
         return cls(
             broker_url=_check_redis_url("BROKER_URL", broker),
             result_url=_check_redis_url("RESULT_URL", get("RESULT_URL") or broker),
             events_url=_check_redis_url("EVENTS_URL", get("EVENTS_URL") or broker),
             store_url=_check_store_url(store),
+            s3_endpoint_url=_check_endpoint_url(endpoint) if endpoint else "",
+            s3_part_size=_part_size(get("S3_PART_MB") or str(DEFAULT_S3_PART_MB)),
+            frame_format=_choice("FRAME_FORMAT", get("FRAME_FORMAT") or "ipc", FRAME_FORMATS),
             inline_limit=_positive_int("INLINE_LIMIT", get("INLINE_LIMIT") or str(DEFAULT_INLINE_LIMIT)),
             owner=_check_owner(owner),
             state_dir=state_dir,

@@ -58,7 +58,7 @@ def wait_for(jobs: list[Job], timeout: float | None = None) -> list[Job]:
     for job in jobs:  # render the final state now, while the cell still runs
         view = job.view
         if view is not None:
-            view.refresh()
+            view.finish()
     return jobs
 
 

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from kombu.exceptions import OperationalError
 
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.codec import Codec
+from jupyter_celery.core.datasets import Catalog
 from jupyter_celery.core.errors import ConnectionFailed, JupyterCeleryError
 from jupyter_celery.core.events import REDIS_ERRORS, EventLog
 from jupyter_celery.core.liveness import Heartbeats
 from jupyter_celery.core.protocol import TASK_RUN_CELL, Event, EventKind, JobSpec
 from jupyter_celery.core.queues import hard_limit, profile
 from jupyter_celery.core.settings import Settings, redact_url
-from jupyter_celery.core.store import open_store
+from jupyter_celery.core.store import store_for
 from jupyter_celery.kernel.job import Job
 from jupyter_celery.kernel.reader import Reader
 
@@ -32,8 +34,9 @@ class Client:
         self.settings = settings
         self.app = make_app(settings, name="jupyter_celery.kernel")
         self.events = EventLog.connect(settings)
-        self.store = open_store(settings.store_url)
-        self.codec = Codec(self.store, settings.inline_limit)
+        self.store = store_for(settings)
+        self.codec = Codec(self.store, settings.inline_limit, settings.frame_format)
+        self.catalog = Catalog(self.store, settings.owner)
         self.jobs: dict[str, Job] = {}  # the jobs this kernel submitted or attached, by id
         self.maps: dict[str, Any] = {}  # the maps this kernel started (kernel/mapping.py), by id
         self._reader: Reader | None = None
@@ -46,8 +49,11 @@ class Client:
                 self._reader = Reader(self)
             return self._reader
 
-    def submit(self, spec: JobSpec, task: str = TASK_RUN_CELL) -> Job:
-        """Record the job, add its ``queued`` event, then send the task by name to its queue."""
+    def submit(self, spec: JobSpec, task: str = TASK_RUN_CELL, objects: Sequence[str] = ()) -> Job:
+        """Record the job, add its ``queued`` event, then send the task by name to its queue.
+
+        ``objects`` are the store keys of the job's inputs, recorded with the job so that ``gc`` keeps them.
+        """
         profile(spec.queue)  # an unknown queue is a clear error before anything is written
         reader = self.reader
         record = {
@@ -64,7 +70,7 @@ class Client:
         # then reads the job's stream from the start, its own `queued` event included.
         reader.follow(job, woken=True)
         queued = Event(EventKind.QUEUED, {"queue": spec.queue, "name": spec.name})
-        self.events.create(spec.id, record, queued, reader=reader.id)
+        self.events.create(spec.id, record, queued, objects, reader=reader.id)
         limits = {}
         if spec.timeout:
             limits = {"soft_time_limit": spec.timeout, "time_limit": hard_limit(spec.timeout)}

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from jupyter_celery.core.codec import Encoded
+from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import (
     DEFAULT_QUEUE,
     KIND_FUNCTION,
@@ -125,7 +126,7 @@ def submit_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     client = get_client()
     settings = client.settings
     job_id = new_job_id()
-    prefix = f"{settings.owner}/jobs/{job_id}/in"
+    tag = ObjectTag(settings.owner, job_id, "input")
     codec = client.codec
     spec = JobSpec(
         id=job_id,
@@ -135,13 +136,14 @@ def submit_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
         owner=settings.owner,
         timeout=options.timeout,
         environment=_environment(),
-        function=codec.encode("function", fn, prefix),
-        args=tuple(codec.encode(f"arg{i}", value, prefix) for i, value in enumerate(args)),
-        kwargs={name: codec.encode(f"kwarg.{name}", value, prefix) for name, value in kwargs.items()},
+        function=codec.encode("function", fn, tag),
+        args=tuple(codec.encode(f"arg{i}", value, tag) for i, value in enumerate(args)),
+        kwargs={name: codec.encode(f"kwarg.{name}", value, tag) for name, value in kwargs.items()},
         retry=options.retry_message(),
         sources=function_sources(fn),
     )
-    return client.submit(spec, TASK_RUN_FUNCTION)
+    encoded = [spec.function or {}, *spec.args, *spec.kwargs.values()]
+    return client.submit(spec, TASK_RUN_FUNCTION, objects=[key for e in encoded for key in codec.keys_of(e)])
 
 
 def map_items(fn: Callable[..., Any], items: Iterable[Any], options: Options, chunksize: int | None) -> MapJob:
@@ -150,7 +152,7 @@ def map_items(fn: Callable[..., Any], items: Iterable[Any], options: Options, ch
     client: Client = get_client()
     materialised = list(items)
     map_id = new_job_id()
-    map_function: Encoded = client.codec.encode("function", fn, f"{client.settings.owner}/maps/{map_id}")
+    map_function: Encoded = client.codec.encode("function", fn, ObjectTag(client.settings.owner, map_id, "input"))
     mapping = MapJob(
         client,
         map_function,

@@ -80,6 +80,9 @@ class Job:
         self._value: Any = _NO_VALUE  # the decoded return value of a function job, once asked for
         self._cancel_requested = False
         self.view: Any = None  # the widget (kernel/views.py), when one was made
+        # Frames this kernel sent, by store key, as copy-on-write snapshots taken at submit: an output with
+        # the same key (the same bytes) is bound from here instead of being downloaded again.
+        self.sent_frames: dict[str, Any] = {}
         for event in self._events:
             self._apply(event)
         if self._events and self._events[-1].kind.terminal:
@@ -230,12 +233,11 @@ class Job:
     def outputs(self, timeout: float | None = None, *, strict: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
         """The output variables and the ones that could not be brought back (name -> reason)."""
         manifest = self.manifest(timeout)
-        codec = self._client.codec
         values: dict[str, Any] = {}
         skipped: dict[str, str] = dict(manifest.get("skipped", {}))
         for name, encoded in manifest.get("outputs", {}).items():
             try:
-                values[name] = codec.decode(name, encoded)
+                values[name] = self.decode(name, encoded)
             except DecodingError as exc:
                 if strict:
                     raise
@@ -252,7 +254,7 @@ class Job:
             return None
         with self._lock:
             if self._value is _NO_VALUE:
-                self._value = self._client.codec.decode("value", manifest["value"])
+                self._value = self.decode("value", manifest["value"])
             return self._value
 
     def bind(self, namespace: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
@@ -304,6 +306,17 @@ class Job:
                 self.worker,
             )
         return JobFailed(self.id, f"job {self.id} failed: {fields.get('error_type')}: {message}")
+
+    def decode(self, name: str, encoded: dict[str, Any]) -> Any:
+        """One output value. A frame this kernel sent with the job comes from its snapshot, not the store.
+
+        (pandas' copy-on-write makes the shallow copy an independent frame; a pyarrow Table is immutable.)
+        """
+        snapshot = self.sent_frames.get(encoded.get("key", "")) if encoded.get("enc") == "frame" else None
+        if snapshot is not None:
+            copy = getattr(snapshot, "copy", None)
+            return copy(deep=False) if copy is not None else snapshot
+        return self._client.codec.decode(name, encoded)
 
     def _ipython_display_(self) -> None:
         from jupyter_celery.kernel.views import show

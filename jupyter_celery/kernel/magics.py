@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -11,6 +12,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from jupyter_celery.core import runtime
 from jupyter_celery.core.cellcode import CellAnalysis, check_cell
 from jupyter_celery.core.errors import EncodingError, JupyterCeleryError
+from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import DEFAULT_QUEUE, QUEUES, JobSpec, environment_fingerprint, new_job_id
 from jupyter_celery.kernel import api
 from jupyter_celery.kernel.client import Client, get_client
@@ -94,8 +96,8 @@ class CeleryMagics(Magics):
         if args.asynchronous and handle is None and names_handle:  # %%celery --async -o job
             assert outputs is not None
             handle, outputs = outputs[0], None
-        spec = self._build_spec(client, cell, args, analysis, outputs)
-        job = client.submit(spec)
+        spec, objects = self._build_spec(client, cell, args, analysis, outputs)
+        job = client.submit(spec, objects=objects)
         if args.asynchronous:
             shell.user_ns[handle or DEFAULT_HANDLE] = job
             view = view_of(job, log=True)
@@ -105,7 +107,11 @@ class CeleryMagics(Magics):
             return job
         if handle:
             shell.user_ns[handle] = job
-        return self._wait_and_bind(job, strict=spec.strict_outputs)
+        job.sent_frames = self._sent_frames(spec)
+        try:
+            return self._wait_and_bind(job, strict=spec.strict_outputs)
+        finally:
+            job.sent_frames = {}  # snapshots held longer would make the notebook's next writes copy
 
     def _wait_and_bind(self, job: Job, *, strict: bool) -> Any:
         shell = self.shell
@@ -114,21 +120,32 @@ class CeleryMagics(Magics):
         if widgets_available():
             view = view_of(job, log=False)  # blocking: the output is the cell's own, below the widget
             if view is not None:
-                from IPython.display import display
-
-                display(view.widget)
+                view.show()
         follow_in_cell(job, text_progress=view is None)
         if view is not None:
-            view.refresh()  # the final state, sent while the cell still runs (headless runs keep it)
+            view.finish()  # the final state, sent while the cell still runs (headless runs keep it)
         values, skipped = job.outputs(strict=strict)
         shell.user_ns.update(values)
         for name, reason in skipped.items():
             print(f"jupyter-celery: {name!r} was not brought back: {reason}", file=sys.stderr)
         return job.value()
 
+    def _sent_frames(self, spec: JobSpec) -> dict[str, Any]:
+        """Copy-on-write snapshots of the frames the job took from the notebook, by store key."""
+        shell = self.shell
+        assert shell is not None
+        sent: dict[str, Any] = {}
+        for name, encoded in spec.inputs.items():
+            if encoded.get("enc") == "frame" and "key" in encoded:
+                value = shell.user_ns[name]
+                copy = getattr(value, "copy", None)
+                sent[encoded["key"]] = copy(deep=False) if copy is not None else value
+        return sent
+
     def _build_spec(
         self, client: Client, cell: str, args: Any, analysis: CellAnalysis, outputs: list[str] | None
-    ) -> JobSpec:
+    ) -> tuple[JobSpec, list[str]]:
+        """The job spec of the cell, and the store keys of its inputs (written or found in the store)."""
         shell = self.shell
         assert shell is not None
         wanted_inputs = _names(args.inputs)
@@ -143,9 +160,15 @@ class CeleryMagics(Magics):
             inputs = wanted_inputs
         job_id = new_job_id()
         settings = client.settings
-        prefix = f"{settings.owner}/jobs/{job_id}/in"
-        encoded = {name: client.codec.encode(name, shell.user_ns[name], prefix) for name in inputs}
-        return JobSpec(
+        filename, first_line = f"Cell In[{shell.execution_count}]", 2  # line 1 is the %%celery line
+        tag = ObjectTag(settings.owner, job_id, "input")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            encoded = {name: client.codec.encode(name, shell.user_ns[name], tag) for name in inputs}
+        for warning in caught:  # e.g. a frame that travels pickled: shown against the cell, not our code
+            warnings.warn_explicit(warning.message, warning.category, filename, first_line)
+        objects = [key for value in encoded.values() for key in client.codec.keys_of(value)]
+        spec = JobSpec(
             id=job_id,
             kind="cell",
             code=cell,
@@ -156,10 +179,11 @@ class CeleryMagics(Magics):
             outputs=tuple(outputs if outputs is not None else analysis.assigns),
             strict_outputs=outputs is not None,
             timeout=args.timeout,
-            filename=f"Cell In[{shell.execution_count}]",
-            first_line=2,  # the cell's first line is the %%celery line
+            filename=filename,
+            first_line=first_line,
             environment=environment_fingerprint(),
         )
+        return spec, objects
 
     @line_magic
     def celery_jobs(self, line: str) -> api.JobTable:

@@ -59,6 +59,9 @@ class MapView(LiveView):
         self.widget = w.VBox([top, self.bar, self.message])
         self.refresh()
 
+    def status(self) -> str:
+        return map_status(self.mapping)
+
     def due(self, now: float, tick: float) -> bool:
         """A running map re-renders a few times a second (its chunks' progress moves without events to it)."""
         return super().due(now, tick) or (not self.finished and now - self._last >= 1.0 / RATE)
@@ -101,8 +104,6 @@ def show_map(mapping: MapJob) -> None:
     """Display the map: its live widget, or a status line where widgets cannot show."""
     view = map_view_of(mapping)
     if view is not None:
-        from IPython.display import display
-
-        display(view.widget)
+        view.show()
     else:
         print(map_status(mapping))

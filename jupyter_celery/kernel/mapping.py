@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jupyter_celery.core.errors import JobCancelled, JobFailed, MapFailed
+from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import KIND_CHUNK, TASK_RUN_FUNCTION, EventKind, JobSpec, new_job_id
 from jupyter_celery.core.queues import profile
 from jupyter_celery.kernel.chunking import ChunkSizer
@@ -192,12 +193,13 @@ class MapJob:
             timeout=None if self.timeout is None else self.timeout * chunk.size,
             environment=self._environment,
             function=self._function,
-            items=client.codec.encode("items", items, f"{settings.owner}/jobs/{job_id}/in"),
+            items=client.codec.encode("items", items, ObjectTag(settings.owner, job_id, "input")),
             start=chunk.start,
             retry=self._retry,
             sources=self._sources,
         )
-        return client.submit(spec, TASK_RUN_FUNCTION)
+        objects = [key for e in (self._function, spec.items or {}) for key in client.codec.keys_of(e)]
+        return client.submit(spec, TASK_RUN_FUNCTION, objects=objects)
 
     def _chunk_ended(self, chunk: Chunk, job: Job) -> None:
         """Called from the reader thread when a chunk's job ends."""
@@ -275,7 +277,7 @@ class MapJob:
         if not self._done.wait(timeout):
             return False
         if self.view is not None:
-            self.view.refresh()  # the final state, sent while the cell still runs (headless runs keep it)
+            self.view.finish()  # the final state, sent while the cell still runs (headless runs keep it)
         return True
 
     def add_done_callback(self, fn: MapCallback) -> None:

@@ -75,7 +75,8 @@ def status_line(job: Job) -> str:
 
 class LiveView:
     """A widget that the ticker thread keeps up to date: changes are marked from any thread with
-    :meth:`touch`; :meth:`refresh` (in the ticker thread) applies them in one batch."""
+    :meth:`touch`; :meth:`refresh` (in the ticker thread) applies them in one batch; :meth:`status`
+    is its plain-text form."""
 
     widget: Any
 
@@ -84,6 +85,7 @@ class LiveView:
         self._lock = threading.Lock()
         self._last = 0.0
         self.finished = False
+        self.handles: list[Any] = []  # IPython DisplayHandles of this view
 
     def touch(self) -> None:
         with self._lock:
@@ -103,10 +105,31 @@ class LiveView:
     def refresh(self) -> None:
         raise NotImplementedError
 
-    def _ipython_display_(self) -> None:
+    def status(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget, with a status line as its plain-text form (what renderers without widgets show)."""
+        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = self.status()
+        return bundle
+
+    def show(self) -> None:
+        """Display the widget (in the calling cell), remembering where, so the final state can replace it."""
         from IPython.display import display
 
-        display(self.widget)
+        self.handles.append(display(self, display_id=True))
+
+    def finish(self) -> None:
+        """Render the final state now, and refresh the plain-text form of every display of it.
+
+        Called from the cell's own thread (a blocking cell, ``wait_all()``), while the cell still
+        runs: headless runs (nbclient, papermill, nbval) keep what is sent before the cell ends.
+        """
+        self.refresh()
+        for handle in self.handles:
+            if handle is not None:
+                handle.update(self)
 
 
 class JobView(LiveView):
@@ -136,6 +159,9 @@ class JobView(LiveView):
                 self._pending.append(event)
             self._dirty = True
         _ticker().add(self)
+
+    def status(self) -> str:
+        return status_line(self.job)
 
     def refresh(self) -> None:
         """Apply every pending change in one batch of trait updates."""
@@ -264,8 +290,6 @@ def show(job: Job, *, log: bool = True) -> None:
     """Display the job: its live widget, or a status line where widgets cannot show."""
     view = view_of(job, log=log)
     if view is not None:
-        from IPython.display import display
-
-        display(view.widget)
+        view.show()
     else:
         print(status_line(job))

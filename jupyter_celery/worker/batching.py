@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Sequence
 
 from jupyter_celery.core.errors import ConnectionFailed
 from jupyter_celery.core.events import EventLog
@@ -83,6 +84,7 @@ class EventBatcher:
         self.interval = interval
         self._pending: list[Event] = []  # not yet numbered: text and progress may still merge
         self._unsent: list[tuple[int, Event]] = []  # numbered, a write of them failed: retried first
+        self._unsent_objects: list[str] = []
         self._seq = attempt << 32  # sequence numbers make a retried write idempotent
         self._size = 0
         self._dropped = 0
@@ -117,12 +119,16 @@ class EventBatcher:
             self._size += len(text)
             while self._size > MAX_PENDING and len(self._pending) > 1:
                 self._drop_oldest_text()
-        self._schedule(lazy=False)
+        # a line is written at once; a partial one (print writes its text, then "\n") waits a moment
+        self._schedule(lazy=False, now_ok=text.endswith("\n"))
 
-    def _schedule(self, lazy: bool) -> None:
+    def _schedule(self, lazy: bool, now_ok: bool = True) -> None:
         now = time.monotonic()
         due = max(now + (LAZY_DELAY if lazy else 0.0), self._last_write + self.interval)
-        self._flusher.schedule(self, due)
+        if due <= now and now_ok and not self._write_lock.locked():
+            self.flush()  # the first event after a quiet period: written now, from this thread
+        else:
+            self._flusher.schedule(self, due)
 
     def _drop_oldest_text(self) -> None:
         for i, event in enumerate(self._pending):
@@ -141,8 +147,8 @@ class EventBatcher:
             numbered.append((self._seq, event))
         return numbered
 
-    def flush(self, *final: Event) -> None:
-        """Write what is pending (and ``final`` after it) in one atomic append.
+    def flush(self, *final: Event, objects: Sequence[str] = ()) -> None:
+        """Write what is pending (and ``final`` after it, and the job's store ``objects``) in one atomic append.
 
         On a Redis failure the events are kept, numbered, for the next attempt (so a write whose
         reply was lost is not duplicated) and, when ``final`` events were given, the error is raised.
@@ -156,20 +162,21 @@ class EventBatcher:
                 note = f"[jupyter-celery: {dropped} characters dropped]\n"
                 pending.insert(0, Event(EventKind.STDERR, {"text": note}))
             batch = self._unsent + self._number(pending + list(final))
+            objects = [*self._unsent_objects, *objects]
             if not batch:
                 return
             try:
-                self.events.append(self.job_id, *(e for _, e in batch), seqs=[n for n, _ in batch])
-                self._unsent = []
+                self.events.append(self.job_id, *(e for _, e in batch), seqs=[n for n, _ in batch], objects=objects)
+                self._unsent, self._unsent_objects = [], []
             except ConnectionFailed:
-                self._unsent = batch
+                self._unsent, self._unsent_objects = batch, objects
                 if final:
                     raise
             finally:
                 self._last_write = time.monotonic()
 
-    def close(self, *final: Event, patience: float = TERMINAL_PATIENCE) -> None:
-        """Write everything that is left, then ``final`` (the terminal event), in one append.
+    def close(self, *final: Event, objects: Sequence[str] = (), patience: float = TERMINAL_PATIENCE) -> None:
+        """Write everything that is left, then ``final`` (the terminal event) and ``objects``, in one append.
 
         A terminal event must not be lost to a Redis restart: the write is retried with backoff
         for up to ``patience`` seconds before the error is raised.
@@ -178,7 +185,7 @@ class EventBatcher:
         deadline = time.monotonic() + patience
         delay = 0.1
         try:
-            self.flush(*final)
+            self.flush(*final, objects=objects)
             return
         except ConnectionFailed as exc:
             error = exc

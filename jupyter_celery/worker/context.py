@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from jupyter_celery.core.codec import Codec
 from jupyter_celery.core.events import EventLog
 from jupyter_celery.core.settings import Settings
-from jupyter_celery.core.store import Store, open_store
+from jupyter_celery.core.store import Store, store_for
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,12 @@ def context() -> WorkerContext:
     global _context  # noqa: PLW0603
     if _context is None or _context.pid != os.getpid():
         settings = _settings or Settings.from_env()
-        store = open_store(settings.store_url)
+        store = store_for(settings)
         _context = WorkerContext(
             settings=settings,
             events=EventLog.connect(settings),
             store=store,
-            codec=Codec(store, settings.inline_limit),
+            codec=Codec(store, settings.inline_limit, settings.frame_format),
             pid=os.getpid(),
         )
     return _context

@@ -5,7 +5,9 @@ One code path for every kind of job (a ``%%celery`` cell, a function call, a chu
 same way for all of them: the ``started`` event, output and progress relayed as events
 (:func:`~jupyter_celery.worker.capture.job_io`), cancellation points, the time limits, the error
 that becomes a ``failed`` event with a traceback from the user's own code down, and the terminal
-event written last, after the results are stored (DESIGN §3).
+event written last, after the results are stored (DESIGN §3), in the same transaction that
+records the store keys of the results as the job's objects (what keeps them from
+``jupyter-celery gc``). A failure of the store is a job failure with ``reason="store"``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import traceback
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -20,8 +23,9 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from jupyter_celery.core.codec import Codec
-from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError, JupyterCeleryError
+from jupyter_celery.core.codec import Codec, Encoded
+from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError, JupyterCeleryError, StoreError
+from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import Event, EventKind, JobSpec
 from jupyter_celery.worker.batching import EventBatcher
 from jupyter_celery.worker.capture import JobReporter, job_io
@@ -45,6 +49,11 @@ def failed(error_type: str, message: str, tb: str = "", reason: str = "error") -
     return Event(EventKind.FAILED, {"error_type": error_type, "message": message, "traceback": tb, "reason": reason})
 
 
+def failure_reason(exc: JupyterCeleryError, otherwise: str) -> str:
+    """``store`` when the store is at fault, else ``otherwise``."""
+    return "store" if isinstance(exc, StoreError) or isinstance(exc.__cause__, StoreError) else otherwise
+
+
 def timeout_message(spec: JobSpec) -> str:
     limit = f" of {spec.timeout:g}s" if spec.timeout else ""
     return f"the job ran over its time limit{limit} and was stopped"
@@ -65,9 +74,9 @@ class Work(ABC):
         self.retry_in = 0.0  # seconds before the next attempt, when the work asks to be retried
 
     @property
-    def key_prefix(self) -> str:
-        """Where this job's large values go in the store."""
-        return f"{self.spec.owner}/jobs/{self.spec.id}"
+    def tag(self) -> ObjectTag:
+        """How this job's results are tagged in the store."""
+        return ObjectTag(self.spec.owner, self.spec.id, "output")
 
     @abstractmethod
     def load(self, codec: Codec) -> None:
@@ -84,6 +93,15 @@ class Work(ABC):
     def failure(self, exc: BaseException) -> Event:
         """The event for an exception the user's code raised: ``failed`` (a function may retry)."""
         return failed(type(exc).__qualname__, str(exc), user_traceback(exc))
+
+    def input_failure(self) -> JupyterCeleryError | None:
+        """An input that could not be loaded when the code first used it (lazily loaded inputs)."""
+        return None
+
+    @staticmethod
+    def results(manifest: dict[str, Any]) -> list[Encoded]:
+        """The encoded values of a manifest (their store keys are recorded as the job's objects)."""
+        return [*manifest.get("outputs", {}).values(), manifest.get(VALUE, {})]
 
 
 def run_job(work: Work, ctx: WorkerContext, worker: str, cancel: threading.Event) -> Event:
@@ -103,7 +121,9 @@ def run_job(work: Work, ctx: WorkerContext, worker: str, cancel: threading.Event
     except BaseException:
         batcher.close()
         raise
-    batcher.close(last)
+    manifest: dict[str, Any] = last.fields.get("result") or {}
+    objects = [key for encoded in work.results(manifest) for key in Codec.keys_of(encoded)]
+    batcher.close(last, objects=objects)
     return last
 
 
@@ -119,7 +139,7 @@ def _execute(  # noqa: PLR0911 - one outcome per way a job can end
     try:
         work.load(ctx.codec)
     except JupyterCeleryError as exc:
-        return failed(type(exc).__name__, str(exc), reason="input")
+        return failed(type(exc).__name__, str(exc), reason=failure_reason(exc, "input"))
     try:
         with job_io(batcher, cancel) as reporter:
             work.run(reporter)
@@ -132,11 +152,28 @@ def _execute(  # noqa: PLR0911 - one outcome per way a job can end
             # Celery terminated the process after the cancel grace period: let it exit; the
             # worker's main process reports the job cancelled (task_revoked).
             raise
+        missing = work.input_failure()
+        if missing is not None and exc is missing:  # an input could not be loaded at its first use
+            return failed(type(missing).__name__, str(missing), reason=failure_reason(missing, "input"))
         return work.failure(exc)
+    missing = work.input_failure()
+    if missing is not None:  # the code caught it, but the job did not get its input
+        return failed(type(missing).__name__, str(missing), reason=failure_reason(missing, "input"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return _collect(work, ctx.codec)
+        finally:
+            for warning in caught:  # e.g. a frame that travels pickled: the notebook shows it
+                batcher.add_text(EventKind.STDERR, f"{warning.category.__name__}: {warning.message}\n")
+
+
+def _collect(work: Work, codec: Codec) -> Event:
+    """The terminal event of code that ran: its results stored, or why they could not be."""
     try:
-        manifest = work.collect(ctx.codec)
+        manifest = work.collect(codec)
     except (EncodingError, DecodingError) as exc:
-        return failed(type(exc).__name__, str(exc), reason="output")
+        return failed(type(exc).__name__, str(exc), reason=failure_reason(exc, "output"))
     except JupyterCeleryError as exc:
         return failed(type(exc).__name__, str(exc), reason="store")
     return Event(EventKind.SUCCEEDED, {"result": manifest})

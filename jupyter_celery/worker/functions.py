@@ -19,12 +19,13 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 from jupyter_celery.core.cellcode import register_source
-from jupyter_celery.core.codec import Codec
+from jupyter_celery.core.codec import Codec, Encoded
 from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError
+from jupyter_celery.core.objects import ObjectTag
 from jupyter_celery.core.protocol import Event, EventKind
 from jupyter_celery.core.retry import backoff, is_transient
 from jupyter_celery.worker.capture import JobReporter
-from jupyter_celery.worker.execution import VALUE, Work, user_traceback
+from jupyter_celery.worker.execution import VALUE, Work, failure_reason, user_traceback
 
 PROGRESS_EVERY = 0.1  # seconds between two progress reports of a chunk
 DYNAMIC_CODE = "<dynamic-code>"  # the file name cloudpickle gives the code of functions it sends by value
@@ -45,7 +46,7 @@ class FunctionWork(Work):
         self.value = self.function(*self.args, **self.kwargs)
 
     def collect(self, codec: Codec) -> dict[str, Any]:
-        return {"outputs": {}, "skipped": {}, VALUE: codec.encode(VALUE, self.value, f"{self.key_prefix}/out")}
+        return {"outputs": {}, "skipped": {}, VALUE: codec.encode(VALUE, self.value, self.tag)}
 
     def failure(self, exc: BaseException) -> Event:
         policy = self.spec.retry_policy
@@ -123,30 +124,38 @@ class ChunkWork(Work):
         self.errors += [[start + j, "JobTimeout", skipped, ""] for j in range(i + 1, n)]
 
     def collect(self, codec: Codec) -> dict[str, Any]:
-        prefix = f"{self.key_prefix}/out"
+        tag = self.tag
         try:
-            values = codec.encode("results", self.values, prefix)
-        except EncodingError:
-            values = self._encode_one_by_one(codec, prefix)
+            values = codec.encode("results", self.values, tag)
+        except EncodingError as exc:
+            if failure_reason(exc, "") == "store":
+                raise
+            values = self._encode_one_by_one(codec, tag)
         manifest: dict[str, Any] = {
             "outputs": {}, "skipped": {}, VALUE: values, "done": len(self.items) - len(self.errors),
             "failed": len(self.errors), "seconds": round(self.seconds, 6),
         }  # fmt: skip
         if self.errors:
             self.errors.sort(key=lambda e: int(e[0]))
-            manifest["errors"] = codec.encode("errors", self.errors, prefix)
+            manifest["errors"] = codec.encode("errors", self.errors, tag)
         return manifest
 
-    def _encode_one_by_one(self, codec: Codec, prefix: str) -> dict[str, Any]:
+    @staticmethod
+    def results(manifest: dict[str, Any]) -> list[Encoded]:
+        return [manifest.get(VALUE, {}), manifest.get("errors", {})]
+
+    def _encode_one_by_one(self, codec: Codec, tag: ObjectTag) -> dict[str, Any]:
         """A result that cannot be sent fails its own item only."""
         start = self.spec.start
         for i, value in enumerate(self.values):
             try:
-                codec.encode("result", value, prefix)
+                codec.encode("result", value, tag)
             except EncodingError as exc:
+                if failure_reason(exc, "") == "store":
+                    raise
                 self.values[i] = None
                 self.errors.append([start + i, "EncodingError", f"the result cannot be sent back: {exc.reason}", ""])
-        return codec.encode("results", self.values, prefix)
+        return codec.encode("results", self.values, tag)
 
 
 def _decode_function(codec: Codec, encoded: dict[str, Any] | None, sources: dict[str, str]) -> Any:
