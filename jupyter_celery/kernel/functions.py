@@ -6,7 +6,8 @@ notebook by value, a function of an installed module by reference: the worker im
 values through the object store with only their key in the message. A value that cannot be sent
 is an error here, before anything is submitted.
 
-Options (keyword-only, so they are not passed to the function):
+Options (keyword-only and reserved: they are not passed to the function; to pass the function an
+argument named like one, use :func:`remote`, whose ``submit`` passes every argument on):
 
 ``queue``
     ``"python_q"`` (default: many short jobs) or ``"circuit_q"`` (heavy DataFrame work).
