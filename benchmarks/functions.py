@@ -13,6 +13,7 @@ started before the first round (its start-up is not measured; neither is the sta
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import sys
 import time
@@ -74,7 +75,13 @@ def main() -> int:  # noqa: PLR0915 - one linear script
             if not args.no_dask:
                 from dask.distributed import Client, LocalCluster
 
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=logging.CRITICAL,  # its workers log heartbeat errors while the cluster closes
+                )
                 dask_client = Client(cluster)
 
                 def dask_map() -> None:

@@ -55,7 +55,7 @@ class FunctionWork(Work):
         self.retry_in = backoff(self.attempt, policy)
         reason = (
             f"attempt {self.attempt} of {policy.retries + 1} failed with {type(exc).__qualname__}: {exc}; "
-            f"trying again in {self.retry_in:.2g}s"
+            f"trying again in {self.retry_in:.3g}s"
         )
         return Event(EventKind.RETRYING, {"attempt": self.attempt + 1, "reason": reason})
 
