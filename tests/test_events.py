@@ -266,3 +266,17 @@ def test_reader_follows_many_jobs_with_one_blocking_read(ip, stack):
     assert [j.result(timeout=120)["r"] for j in jobs] == [i * 2 for i in range(40)]
     assert all(j.id not in reader._positions for j in jobs)  # ended jobs are no longer followed
     assert psutil.Process().num_threads() < 20  # one reader thread, not one per job
+
+
+def test_display_in_a_job_reaches_the_notebook(ip, stack, capsys):
+    ip.run_cell(
+        "class Rich:\n    def _repr_html_(self):\n        return '<b>rich</b>'\n"
+        "    def __repr__(self):\n        return 'Rich()'\n"
+    )
+    job = submit_async(ip, "display(Rich())\nx = 1")
+    job.result(timeout=60)
+    shown = [e for e in job.events() if e.kind is EventKind.DISPLAY]
+    assert [e.fields["data"] for e in shown] == [{"text/plain": "Rich()", "text/html": "<b>rich</b>"}]
+    capsys.readouterr()
+    assert ip.run_cell("%%celery\nfrom jupyter_celery import display as show\nshow(Rich())").error_in_exec is None
+    assert "Rich()" in capsys.readouterr().out  # a blocking cell shows it as the cell's own output
