@@ -6,6 +6,7 @@ only) and the latency report of our path beside its raw-Celery anchor.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +18,8 @@ from jupyter_celery.cli.stack import down, up
 
 @contextmanager
 def embedded_stack() -> Iterator[Path]:
-    """Start the stack (redis-server, a worker per queue, beat, a local store); yield its state dir."""
+    """Start the stack (redis-server, a worker per queue, beat, a local store); yield its state dir,
+    removed at the end."""
     state = Path(tempfile.mkdtemp(prefix="jc-bench-"))
     for name in [k for k in os.environ if k.startswith("JUPYTER_CELERY_")]:
         del os.environ[name]
@@ -28,6 +30,7 @@ def embedded_stack() -> Iterator[Path]:
         yield state
     finally:
         down(state, echo=lambda _line: None)
+        shutil.rmtree(state, ignore_errors=True)  # Redis data, logs and stored values of the run
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
