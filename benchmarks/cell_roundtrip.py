@@ -10,20 +10,12 @@ Prints p50/p90/p99 of each and their ratios.
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from jupyter_celery.cli.stack import down, up
+from common import embedded_stack, latency_report
+
 from jupyter_celery.core.protocol import PYTHON_Q, TASK_ECHO
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    qs = statistics.quantiles(samples, n=100, method="inclusive")
-    return {"p50": statistics.median(samples), "p90": qs[89], "p99": qs[98]}
 
 
 def main() -> int:
@@ -32,14 +24,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
 
-    state = Path(tempfile.mkdtemp(prefix="jc-bench-"))
-    for name in [k for k in os.environ if k.startswith("JUPYTER_CELERY_")]:
-        del os.environ[name]
-    os.environ["JUPYTER_CELERY_STATE_DIR"] = str(state)
-    if up(state, detach=True, echo=lambda _line: None) != 0:
-        print("could not start the stack", file=sys.stderr)
-        return 1
-    try:
+    with embedded_stack():
         from IPython.testing.globalipapp import start_ipython
 
         from jupyter_celery.kernel.client import get_client
@@ -74,17 +59,7 @@ def main() -> int:
             samples["%%celery cell"].append(ours())
         assert ip.user_ns["m"] == 2
 
-        stats = {name: percentiles(s) for name, s in samples.items()}
-        base = stats["raw apply_async().get()"]
-        print(f"{args.rounds} rounds, interleaved, on {os.cpu_count()} CPUs (milliseconds)")
-        print(f"{'path':<26}{'p50':>9}{'p90':>9}{'p99':>9}")
-        for name, st in stats.items():
-            print(f"{name:<26}" + "".join(f"{st[p] * 1000:>9.2f}" for p in ("p50", "p90", "p99")))
-        ratio = {p: stats["%%celery cell"][p] / base[p] for p in ("p50", "p90", "p99")}
-        print(f"{'ratio (cell / raw)':<26}" + "".join(f"{ratio[p]:>9.2f}" for p in ("p50", "p90", "p99")))
-        print(f"target p50 ratio <= 1.25: {'met' if ratio['p50'] <= 1.25 else 'NOT met'}")
-    finally:
-        down(state, echo=lambda _line: None)
+        latency_report(samples, "%%celery cell", "raw apply_async().get()", f"{args.rounds} rounds")
     return 0
 
 

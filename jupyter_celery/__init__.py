@@ -9,6 +9,14 @@ In a notebook::
 
 Inside a job, ``from jupyter_celery import progress`` reports progress to the notebook.
 
+Functions::
+
+    import jupyter_celery as jc
+    job = jc.submit(score, frame, 0.5, queue="circuit_q", timeout=600, retries=2)
+    job.result()
+    squares = jc.map(lambda x: x * x, range(10_000))
+    squares.result()
+
 Named datasets in the object store::
 
     from jupyter_celery import put, get, datasets
@@ -39,6 +47,15 @@ _LAZY = {
     "jobs": "jupyter_celery.kernel.api",
     "wait_all": "jupyter_celery.kernel.api",
     "Job": "jupyter_celery.kernel.job",
+    "submit": "jupyter_celery.kernel.functions",
+    "map": "jupyter_celery.kernel.functions",
+    "remote": "jupyter_celery.kernel.functions",
+    "as_completed": "jupyter_celery.kernel.futures",
+    "wait": "jupyter_celery.kernel.futures",
+    "gather": "jupyter_celery.kernel.futures",
+    "FIRST_COMPLETED": "jupyter_celery.kernel.futures",
+    "FIRST_EXCEPTION": "jupyter_celery.kernel.futures",
+    "ALL_COMPLETED": "jupyter_celery.kernel.futures",
     "schedule_notebook": "jupyter_celery.kernel.schedules",
     "schedules": "jupyter_celery.kernel.schedules",
     "put": "jupyter_celery.kernel.datasets",
@@ -55,16 +72,25 @@ __all__ = [  # noqa: RUF022 - the notebook-side names after the core ones
     "load_ipython_extension",
     "progress",
     "unload_ipython_extension",
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
     "Job",
+    "as_completed",
     "attach",
     "cancel",
     "datasets",
     "delete_dataset",
+    "gather",
     "get",
     "jobs",
+    "map",
     "put",
+    "remote",
     "schedule_notebook",
     "schedules",
+    "submit",
+    "wait",
     "wait_all",
 ]
 

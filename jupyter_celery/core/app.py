@@ -10,7 +10,14 @@ from __future__ import annotations
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
-from jupyter_celery.core.protocol import DEFAULT_QUEUE, QUEUES, TASK_ECHO, TASK_RUN_CELL, TASK_RUN_NOTEBOOK
+from jupyter_celery.core.protocol import (
+    DEFAULT_QUEUE,
+    QUEUES,
+    TASK_ECHO,
+    TASK_RUN_CELL,
+    TASK_RUN_FUNCTION,
+    TASK_RUN_NOTEBOOK,
+)
 from jupyter_celery.core.queues import VISIBILITY_TIMEOUT
 from jupyter_celery.core.settings import Settings
 
@@ -34,6 +41,7 @@ def make_app(settings: Settings, *, name: str = "jupyter_celery") -> Celery:
             TASK_RUN_CELL: {"queue": DEFAULT_QUEUE},
             TASK_ECHO: {"queue": DEFAULT_QUEUE},
             TASK_RUN_NOTEBOOK: {"queue": DEFAULT_QUEUE},
+            TASK_RUN_FUNCTION: {"queue": DEFAULT_QUEUE},
         },
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -6,6 +6,8 @@ them all with one ``except``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JupyterCeleryError(Exception):
     """Base class of every jupyter-celery error.
@@ -148,6 +150,26 @@ class JobCancelled(JobFailed):
 
 class JobLost(JobFailed):
     """The job's worker disappeared and the job cannot be recovered."""
+
+
+class MapFailed(JobFailed):
+    """Items of a map failed (the others ran). ``errors`` lists them by index, with their tracebacks.
+
+    In IPython the first failed item's remote traceback is shown under a one-line summary.
+    """
+
+    def __init__(self, map_id: str, name: str, total: int, errors: list[Any]) -> None:
+        first = f"; the first: {errors[0]}" if errors else ""
+        super().__init__(map_id, f"{len(errors)} of {total} items of map {name!r} failed{first}")
+        self.errors = errors
+
+    def _render_traceback_(self) -> list[str]:
+        lines = [f"MapFailed: {self}"]
+        tb = getattr(self.errors[0], "traceback", "") if self.errors else ""
+        if tb:
+            lines += ["", f"{self.errors[0]}, on the worker:", *tb.rstrip("\n").splitlines()]
+        lines.append("(map.errors() lists every failed item; map.result(errors='none') returns the others)")
+        return lines
 
 
 class CancelRequested(BaseException):

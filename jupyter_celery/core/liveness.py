@@ -26,13 +26,14 @@ class Heartbeats:
         self.interval = interval
         self.ttl = 4 * interval  # a worker is dead after missing this many seconds of heartbeats
 
-    def beat(self, hostname: str, queues: Iterable[str], pid: int) -> None:
-        """Say that ``hostname`` is alive and consumes ``queues``."""
+    def beat(self, hostname: str, queues: Iterable[str], pid: int, concurrency: int = 1) -> None:
+        """Say that ``hostname`` is alive, consumes ``queues`` and runs ``concurrency`` jobs at once."""
         now = time.time()
         queues = list(queues)
         pipe = self.redis.pipeline(transaction=False)
         ttl_ms = int(self.ttl * 1000)
-        pipe.set(self.keys.worker(hostname), json.dumps({"queues": queues, "pid": pid, "ts": now}), px=ttl_ms)
+        beat = {"queues": queues, "pid": pid, "concurrency": concurrency, "ts": now}
+        pipe.set(self.keys.worker(hostname), json.dumps(beat), px=ttl_ms)
         for queue in queues:
             key = self.keys.queue_workers(queue)
             pipe.zadd(key, {hostname: now})
@@ -47,6 +48,22 @@ class Heartbeats:
         for queue in queues:
             pipe.zrem(self.keys.queue_workers(queue), hostname)
         pipe.execute()
+
+    def slots(self, queue: str) -> int:
+        """How many jobs of ``queue`` the live workers consuming it run at once (0: no live worker)."""
+        live: Any = self.redis.zrangebyscore(self.keys.queue_workers(queue), time.time() - self.ttl, "+inf")
+        if not live:
+            return 0
+        total = 0
+        beats: Any = self.redis.mget([self.keys.worker(str(h)) for h in live])
+        for raw in beats:
+            if raw is None:
+                continue
+            try:
+                total += max(1, int(json.loads(raw).get("concurrency", 1)))
+            except (TypeError, ValueError, AttributeError):
+                total += 1
+        return total
 
     def queue_pipeline(self, pipe: Any, hostnames: list[str], queues: list[str]) -> None:
         """Add the liveness reads of :meth:`parse` to ``pipe`` (so callers batch them with theirs)."""

@@ -65,6 +65,12 @@ DEFAULT_QUEUE = PYTHON_Q
 TASK_RUN_CELL = "jupyter_celery.run_cell"
 TASK_ECHO = "jupyter_celery.echo"  # a trivial task: the raw-Celery anchor of the benchmarks
 TASK_RUN_NOTEBOOK = "jupyter_celery.run_notebook"  # one run of a scheduled notebook (papermill)
+TASK_RUN_FUNCTION = "jupyter_celery.run_function"  # a function call (submit) or a chunk of a map
+
+# Kinds of jobs (the job record's ``kind``): what a worker runs for them.
+KIND_CELL = "cell"  # a %%celery cell: code, input variables, output variables
+KIND_FUNCTION = "function"  # jc.submit(fn, *args, **kwargs): its result is the function's return value
+KIND_CHUNK = "chunk"  # a chunk of jc.map(fn, items): fn(item) for each item, failures per item
 
 # What a scheduled run does when the previous run of its schedule is still running.
 OVERLAP_SKIP = "skip"
@@ -295,17 +301,58 @@ def environment_fingerprint() -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How a function job (or each item of a map) is tried again after a transient failure.
+
+    ``on`` names the exception types that are transient (``module.QualName``, matched against the
+    raised exception's classes, so subclasses count); ``delay`` is the first backoff in seconds,
+    doubled at each attempt up to ``max_delay``, with jitter (see :mod:`jupyter_celery.core.retry`).
+    """
+
+    retries: int = 0
+    on: tuple[str, ...] = ()
+    delay: float = 1.0
+    max_delay: float = 60.0
+
+    def to_message(self) -> dict[str, Any]:
+        return {"retries": self.retries, "on": list(self.on), "delay": self.delay, "max_delay": self.max_delay}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> RetryPolicy:
+        return cls(
+            retries=int(message.get("retries", 0)),
+            on=tuple(message.get("on", ())),
+            delay=float(message.get("delay", 1.0)),
+            max_delay=float(message.get("max_delay", 60.0)),
+        )
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """The message of a job: everything a worker needs, JSON-safe.
 
-    ``inputs`` maps variable names to encoded values (see :mod:`jupyter_celery.core.codec`);
-    ``outputs`` names the variables to bring back; with ``strict_outputs`` a missing or
-    unencodable one is an error, otherwise it is skipped with a warning.
+    A cell (kind ``cell``): ``code``; ``inputs`` maps variable names to encoded values (see
+    :mod:`jupyter_celery.core.codec`); ``outputs`` names the variables to bring back; with
+    ``strict_outputs`` a missing or unencodable one is an error, otherwise it is skipped with a
+    warning.
+
+    A function call (kind ``function``): ``function`` is the encoded callable (by value when the
+    notebook defined it, by reference when a module did), ``args`` / ``kwargs`` its encoded
+    arguments, ``retry`` its :class:`RetryPolicy` as a message.
+
+    A chunk of a map (kind ``chunk``): the same ``function``; ``items`` is one encoded list of the
+    chunk's items (``fn(item)`` each), ``start`` the map index of the first one.
+
+    ``sources`` maps the file names of notebook-defined functions to the text of their cells, so
+    the worker's tracebacks show the lines of the user's code.
+
+    Fields left at their default are not sent (:meth:`to_message`): a function's message carries
+    no cell fields and the other way round.
     """
 
     id: str
     kind: str
-    code: str
+    code: str = ""
     queue: str = DEFAULT_QUEUE
     name: str = ""
     owner: str = ""
@@ -317,21 +364,57 @@ class JobSpec:
     first_line: int = 1  # the cell line number of the first line of ``code``
     submitted: float = field(default_factory=time.time)
     environment: dict[str, str] = field(default_factory=dict)
+    function: dict[str, Any] | None = None
+    args: tuple[dict[str, Any], ...] = ()
+    kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    retry: dict[str, Any] | None = None
+    items: dict[str, Any] | None = None
+    start: int = 0
+    sources: dict[str, str] = field(default_factory=dict)
     v: int = PROTOCOL_VERSION
 
     def to_message(self) -> dict[str, Any]:
-        """The JSON-safe message (a shallow copy: ``asdict`` deep-copies, which costs on every submit)."""
-        message = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        message["outputs"] = list(self.outputs)
-        message["inputs"] = dict(self.inputs)
-        message["environment"] = dict(self.environment)
+        """The JSON-safe message, without the fields left at their default (``v`` always).
+
+        A shallow copy: ``asdict`` deep-copies, which costs on every submit.
+        """
+        message: dict[str, Any] = {}
+        for name, default in _SPEC_DEFAULTS.items():
+            value = getattr(self, name)
+            if name in _ALWAYS_SENT or value != default:
+                message[name] = list(value) if isinstance(value, tuple) else value
         return message
 
     @classmethod
     def from_message(cls, message: dict[str, Any]) -> JobSpec:
         data = _checked_message(cls.__dataclass_fields__, message, "job")
         data["outputs"] = tuple(data.get("outputs", ()))
+        data["args"] = tuple(data.get("args", ()))
         return cls(**data)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy.from_message(self.retry or {})
+
+
+_ALWAYS_SENT = frozenset({"id", "kind", "queue", "owner", "submitted", "v"})
+
+
+def _defaults(cls: Any) -> dict[str, Any]:
+    from dataclasses import MISSING
+
+    defaults: dict[str, Any] = {}
+    for name, spec_field in cls.__dataclass_fields__.items():
+        if spec_field.default is not MISSING:
+            defaults[name] = spec_field.default
+        elif spec_field.default_factory is not MISSING:
+            defaults[name] = spec_field.default_factory()
+        else:
+            defaults[name] = None  # required: always differs from None, so always sent
+    return defaults
+
+
+_SPEC_DEFAULTS = _defaults(JobSpec)
 
 
 def schedule_notebook_path(owner: str, name: str, digest: str) -> str:

@@ -32,12 +32,20 @@ def cancel(job_id: str) -> bool:
 
 
 def wait_all(timeout: float | None = None) -> list[Job]:
-    """Block until every job this kernel submitted or attached has ended; return them.
+    """Block until every job and map this kernel submitted or attached has ended; return the jobs.
 
-    Notebooks that submit with ``--async`` end with ``wait_all()`` so that headless runs
-    (nbclient, papermill, nbval) keep the jobs' final state.
+    Notebooks that submit with ``--async`` (or ``jc.submit`` / ``jc.map`` without waiting for the
+    results) end with ``wait_all()`` so that headless runs (nbclient, papermill, nbval) keep the
+    jobs' final state.
     """
-    return wait_for(list(get_client().jobs.values()), timeout)
+    client = get_client()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for mapping in list(client.maps.values()):  # first: a map sends its chunks while it runs
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not mapping.wait(remaining):
+            raise TimeoutError(f"map {mapping.name!r} did not end within {timeout}s")
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    return wait_for(list(client.jobs.values()), remaining)
 
 
 def wait_for(jobs: list[Job], timeout: float | None = None) -> list[Job]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from kombu.exceptions import OperationalError
 
@@ -17,6 +18,7 @@ from jupyter_celery.core.codec import Codec
 from jupyter_celery.core.datasets import Catalog
 from jupyter_celery.core.errors import ConnectionFailed, JupyterCeleryError
 from jupyter_celery.core.events import REDIS_ERRORS, EventLog
+from jupyter_celery.core.liveness import Heartbeats
 from jupyter_celery.core.protocol import TASK_RUN_CELL, Event, EventKind, JobSpec
 from jupyter_celery.core.queues import hard_limit, profile
 from jupyter_celery.core.settings import Settings, redact_url
@@ -36,6 +38,7 @@ class Client:
         self.codec = Codec(self.store, settings.inline_limit, settings.frame_format)
         self.catalog = Catalog(self.store, settings.owner)
         self.jobs: dict[str, Job] = {}  # the jobs this kernel submitted or attached, by id
+        self.maps: dict[str, Any] = {}  # the maps this kernel started (kernel/mapping.py), by id
         self._reader: Reader | None = None
         self._lock = threading.Lock()
 
@@ -88,6 +91,13 @@ class Client:
             self.events.append(spec.id, Event(EventKind.FAILED, fields))
             raise ConnectionFailed(f"job {spec.id} {reason}") from exc
         return job
+
+    def slots(self, queue: str) -> int:
+        """How many jobs of ``queue`` its live workers run at once (0 when none is alive or known)."""
+        try:
+            return Heartbeats(self.events.redis, self.events.keys, self.settings.heartbeat_interval).slots(queue)
+        except REDIS_ERRORS as exc:
+            raise ConnectionFailed(f"cannot reach Redis at {redact_url(self.settings.events_url)}: {exc}") from exc
 
     def attach(self, job_id: str) -> Job:
         """A handle on an existing job (from any kernel): its history replayed, then followed live."""

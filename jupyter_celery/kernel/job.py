@@ -6,7 +6,6 @@ everything else reads them. Results are decoded on demand, in the caller's threa
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,24 +21,33 @@ from jupyter_celery.core.errors import (
     RemoteError,
 )
 from jupyter_celery.core.events import START_ID
-from jupyter_celery.core.protocol import Event, EventKind
+from jupyter_celery.core.protocol import KIND_CELL, KIND_CHUNK, KIND_FUNCTION, Event, EventKind
+from jupyter_celery.kernel.completion import Completion
 
 if TYPE_CHECKING:
     from jupyter_celery.kernel.client import Client
 
 DoneCallback = Callable[["Job"], Any]
-log = logging.getLogger(__name__)
+
+
+_NO_VALUE = object()
 
 
 class Job:
-    """A submitted (or re-attached) job.
+    """A submitted (or re-attached) job: a ``%%celery`` cell, a function call (:func:`jupyter_celery.submit`)
+    or a chunk of a map.
 
     Like :class:`concurrent.futures.Future`: :meth:`result`, :meth:`exception`, :meth:`done`,
-    :meth:`running`, :meth:`cancelled`, :meth:`cancel`, :meth:`add_done_callback`. In a notebook
-    its rich display is the live progress widget.
+    :meth:`running`, :meth:`cancelled`, :meth:`cancel`, :meth:`add_done_callback`; it works with
+    :func:`jupyter_celery.as_completed`, :func:`jupyter_celery.wait` and :func:`jupyter_celery.gather`.
+    In a notebook its rich display is the live progress widget.
 
-    >>> job = attach("3f2a...")          # doctest: +SKIP
-    >>> job.result(timeout=60)           # the cell's output variables, by name
+    >>> job = jc.submit(pow, 2, 10)      # doctest: +SKIP
+    >>> job.result(timeout=60)           # a function job: the function's return value
+    1024
+    >>> jc.attach(job.id).result()       # the same, from any kernel (after a restart too)  # doctest: +SKIP
+    1024
+    >>> cell_job.result()                # a cell job: the cell's output variables, by name  # doctest: +SKIP
     {'total': 45}
     """
 
@@ -67,10 +75,9 @@ class Job:
         self.ended_at: float | None = None
         self.submitted_at = self._events[0].ts if self._events else time.time()
         self._lock = threading.RLock()
-        self._done = threading.Event()
-        self._callbacks: list[DoneCallback] = []
+        self._done: Completion[Job] = Completion(self, f"job {job_id}")
         self._listeners: list[SimpleQueue[Event]] = []
-        self._decoded: dict[str, Any] | None = None
+        self._value: Any = _NO_VALUE  # the decoded return value of a function job, once asked for
         self._cancel_requested = False
         self.view: Any = None  # the widget (kernel/views.py), when one was made
         # Frames this kernel sent, by store key, as copy-on-write snapshots taken at submit: an output with
@@ -112,25 +119,12 @@ class Job:
         if view is not None:
             view.on_event(event)
         if event.kind.terminal:
-            self._done.set()
-            for callback in self._take_callbacks():
-                self._run_callback(callback)
+            self._done.set()  # runs the done callbacks
 
     def _note(self, note: str | None) -> None:
         self.note = note
         if self.view is not None:
             self.view.touch()
-
-    def _take_callbacks(self) -> list[DoneCallback]:
-        with self._lock:
-            callbacks, self._callbacks = self._callbacks, []
-        return callbacks
-
-    def _run_callback(self, callback: DoneCallback) -> None:
-        try:
-            callback(self)
-        except Exception:  # like concurrent.futures: a failing callback is logged, not raised
-            log.exception("done callback of job %s failed", self.id)
 
     # --- the Future-like API ----------------------------------------------------------------------
 
@@ -170,25 +164,16 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has ended (or ``timeout`` seconds passed); return whether it ended."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done.is_set():
-            remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if remaining <= 0:
-                return False
-            self._done.wait(remaining)  # short waits keep Ctrl-C responsive
-        return True
+        return self._done.wait(timeout)
 
     def add_done_callback(self, fn: DoneCallback) -> None:
         """Call ``fn(job)`` when the job ends (at once if it has ended), from the reader thread."""
-        with self._lock:
-            if not self._done.is_set():
-                self._callbacks.append(fn)
-                return
-        self._run_callback(fn)
+        self._done.add_callback(fn)
 
     def cancel(self) -> bool:
         """Ask the job to stop: a queued job never starts; a running one stops at its next
-        ``progress()`` call or output line, or is terminated after a grace period.
+        ``progress()`` call or output line, or is terminated after a grace period; a job waiting
+        for its next attempt (``retrying``) ends at once and is not tried again.
 
         Returns False if the job had already ended, True if the request was made.
         """
@@ -196,6 +181,11 @@ class Job:
             return False
         self._cancel_requested = True
         self._client.cancel(self.id)
+        if self.state == "retrying":
+            # Its next attempt waits in a worker's timer until its backoff is over, and only then
+            # would Celery see the revoke: end it now (a later attempt finds it ended and skips).
+            ended = Event(EventKind.CANCELLED, {"reason": "cancelled while waiting to be tried again"})
+            self._client.events.append(self.id, ended)
         if self.view is not None:
             self.view.touch()
         return True
@@ -224,8 +214,19 @@ class Job:
             return exc
         return None
 
-    def result(self, timeout: float | None = None) -> dict[str, Any]:
-        """The job's output variables by name (waits up to ``timeout`` seconds); raises if it failed."""
+    @property
+    def returns_value(self) -> bool:
+        """Whether :meth:`result` is a return value (function and chunk jobs), not variables by name."""
+        return self.kind in (KIND_FUNCTION, KIND_CHUNK)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """What the job produced (waits up to ``timeout`` seconds); raises the job's error if it failed.
+
+        A function job: the function's return value. A chunk of a map: the list of its items'
+        results. A cell job: its output variables by name (a dict).
+        """
+        if self.returns_value:
+            return self.value(timeout)
         values, _skipped = self.outputs(timeout, strict=False)
         return values
 
@@ -244,15 +245,23 @@ class Job:
         return values, skipped
 
     def value(self, timeout: float | None = None) -> Any:
-        """The value of the cell's last expression (None when it had none)."""
+        """The value of the cell's last expression (None when it had none), or the function's return value.
+
+        Decoded once (a large value comes from the store on the first call only).
+        """
         manifest = self.manifest(timeout)
         if "value" not in manifest:
             return None
-        return self.decode("value", manifest["value"])
+        with self._lock:
+            if self._value is _NO_VALUE:
+                self._value = self.decode("value", manifest["value"])
+            return self._value
 
     def bind(self, namespace: dict[str, Any] | None = None, timeout: float | None = None) -> dict[str, Any]:
-        """Put the job's output variables into ``namespace`` (default: the notebook's); return them."""
-        values = self.result(timeout)
+        """Put a cell job's output variables into ``namespace`` (default: the notebook's); return them."""
+        if self.kind != KIND_CELL:
+            raise TypeError(f"job {self.id} is a {self.kind} job: it has a result (job.result()), not variables")
+        values: dict[str, Any] = self.result(timeout)
         if namespace is None:
             from IPython import get_ipython
 

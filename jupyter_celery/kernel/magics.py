@@ -207,7 +207,7 @@ class CeleryMagics(Magics):
         job = api.attach(args.job_id)
         if args.wait:
             return self._wait_and_bind(job, strict=False)
-        if job.state == "succeeded":
+        if job.state == "succeeded" and not job.returns_value:
             job.bind()
         return job
 
@@ -227,6 +227,8 @@ class CeleryMagics(Magics):
         api.wait_for(jobs)
         failures = []
         for job in jobs:
+            if job.returns_value:
+                continue  # a function's result is job.result(), not variables to bind
             if job.state == "succeeded":
                 job.bind()
             else:

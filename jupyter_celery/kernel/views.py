@@ -73,37 +73,19 @@ def status_line(job: Job) -> str:
     return " ".join(p for p in parts if p) + note
 
 
-class JobView:
-    """The live widget of one job: state, progress bar, message, elapsed time, log, Cancel button."""
+class LiveView:
+    """A widget that the ticker thread keeps up to date: changes are marked from any thread with
+    :meth:`touch`; :meth:`refresh` (in the ticker thread) applies them in one batch; :meth:`status`
+    is its plain-text form."""
 
-    def __init__(self, job: Job, history: list[Event], *, log: bool = True) -> None:
-        import ipywidgets as w
+    widget: Any
 
-        self.job = job
-        self.log_enabled = log
-        self.header = w.HTML()
-        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="100%"))
-        self.message = w.HTML()
-        self.cancel_button = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="auto"))
-        self.cancel_button.on_click(lambda _b: job.cancel())
-        self.log = w.Output(layout=w.Layout(max_height="240px", overflow="auto", display="" if log else "none"))
-        top = w.HBox([self.header, self.cancel_button], layout=w.Layout(justify_content="space-between"))
-        self.widget = w.VBox([top, self.bar, self.message, self.log])
-        self._pending: list[Event] = [e for e in history if e.kind in LOG_KINDS] if log else []
+    def __init__(self) -> None:
         self._dirty = True
         self._lock = threading.Lock()
         self._last = 0.0
         self.finished = False
         self.handles: list[Any] = []  # IPython DisplayHandles of this view
-        self.refresh()
-
-    def on_event(self, event: Event) -> None:
-        """Called from the reader thread: remember what changed; the ticker renders it."""
-        with self._lock:
-            if event.kind in LOG_KINDS and self.log_enabled:
-                self._pending.append(event)
-            self._dirty = True
-        _ticker().add(self)
 
     def touch(self) -> None:
         with self._lock:
@@ -115,17 +97,82 @@ class JobView:
         waited = now - self._last
         return (self._dirty and waited >= 1.0 / RATE) or (not self.finished and waited >= tick)
 
+    def _mark_clean(self) -> None:
+        """Called under the lock at the start of a refresh."""
+        self._dirty = False
+        self._last = time.monotonic()
+
+    def refresh(self) -> None:
+        raise NotImplementedError
+
+    def status(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget, with a status line as its plain-text form (what renderers without widgets show)."""
+        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = self.status()
+        return bundle
+
+    def show(self) -> None:
+        """Display the widget (in the calling cell), remembering where, so the final state can replace it."""
+        from IPython.display import display
+
+        self.handles.append(display(self, display_id=True))
+
+    def finish(self) -> None:
+        """Render the final state now, and refresh the plain-text form of every display of it.
+
+        Called from the cell's own thread (a blocking cell, ``wait_all()``), while the cell still
+        runs: headless runs (nbclient, papermill, nbval) keep what is sent before the cell ends.
+        """
+        self.refresh()
+        for handle in self.handles:
+            if handle is not None:
+                handle.update(self)
+
+
+class JobView(LiveView):
+    """The live widget of one job: state, progress bar, message, elapsed time, log, Cancel button."""
+
+    def __init__(self, job: Job, history: list[Event], *, log: bool = True) -> None:
+        import ipywidgets as w
+
+        super().__init__()
+        self.job = job
+        self.log_enabled = log
+        self.header = w.HTML()
+        self.bar = w.FloatProgress(value=0.0, min=0.0, max=1.0, layout=w.Layout(width="100%"))
+        self.message = w.HTML()
+        self.cancel_button = w.Button(description="Cancel", icon="stop", layout=w.Layout(width="auto"))
+        self.cancel_button.on_click(lambda _b: job.cancel())
+        self.log = w.Output(layout=w.Layout(max_height="240px", overflow="auto", display="" if log else "none"))
+        top = w.HBox([self.header, self.cancel_button], layout=w.Layout(justify_content="space-between"))
+        self.widget = w.VBox([top, self.bar, self.message, self.log])
+        self._pending: list[Event] = [e for e in history if e.kind in LOG_KINDS] if log else []
+        self.refresh()
+
+    def on_event(self, event: Event) -> None:
+        """Called from the reader thread: remember what changed; the ticker renders it."""
+        with self._lock:
+            if event.kind in LOG_KINDS and self.log_enabled:
+                self._pending.append(event)
+            self._dirty = True
+        _ticker().add(self)
+
+    def status(self) -> str:
+        return status_line(self.job)
+
     def refresh(self) -> None:
         """Apply every pending change in one batch of trait updates."""
         with self._lock:
             pending, self._pending = self._pending, []
-            self._dirty = False
-            self._last = time.monotonic()
+            self._mark_clean()
         job = self.job
         state = job.state
         with self.widget.hold_sync():
             self.header.value = self._header_html(job, state)
-            self._update_bar(job, state)
+            update_bar(self.bar, state, job.progress)
             self.message.value = html.escape(job.progress[2]) if job.progress and job.progress[2] else ""
             if job.note and not job.done():
                 self.message.value = f"<i>{html.escape(job.note)}</i>"
@@ -150,44 +197,23 @@ class JobView:
             f"{where} &middot; {elapsed_text(job)}"
         )
 
-    def _update_bar(self, job: Job, state: str) -> None:
-        if state in BAR_STYLES:
-            self.bar.bar_style = BAR_STYLES[state]
-            if state == "succeeded":
-                self.bar.value = self.bar.max
-            return
-        self.bar.bar_style = "info" if state == "running" else ""
-        if job.progress is None:
-            return
-        done, total, _message = job.progress
-        if total:
-            self.bar.max = total
-            self.bar.value = min(done, total)
-        else:  # no total: an indeterminate (full, striped-looking) bar and the count in the message
-            self.bar.max, self.bar.value = 1.0, 1.0
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        """The widget, with a status line as its plain-text form (what renderers without widgets show)."""
-        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(**kwargs) or {})
-        bundle["text/plain"] = status_line(self.job)
-        return bundle
-
-    def show(self) -> None:
-        """Display the widget (in the calling cell), remembering where, so the final state can replace it."""
-        from IPython.display import display
-
-        self.handles.append(display(self, display_id=True))
-
-    def finish(self) -> None:
-        """Render the final state now, and refresh the plain-text form of every display of it.
-
-        Called from the cell's own thread (a blocking cell, ``wait_all()``), while the cell still
-        runs: headless runs (nbclient, papermill, nbval) keep what is sent before the cell ends.
-        """
-        self.refresh()
-        for handle in self.handles:
-            if handle is not None:
-                handle.update(self)
+def update_bar(bar: Any, state: str, progress: tuple[float, float | None, str] | None) -> None:
+    """Set a progress bar from a state and a (done, total, message) progress."""
+    if state in BAR_STYLES:
+        bar.bar_style = BAR_STYLES[state]
+        if state == "succeeded":
+            bar.value = bar.max
+        return
+    bar.bar_style = "info" if state == "running" else ""
+    if progress is None:
+        return
+    done, total, _message = progress
+    if total:
+        bar.max = total
+        bar.value = min(done, total)
+    else:  # no total: an indeterminate (full, striped-looking) bar and the count in the message
+        bar.max, bar.value = 1.0, 1.0
 
 
 class _Bundle:
@@ -204,12 +230,12 @@ class _Ticker:
     """One thread per kernel that renders dirty views and ticks the elapsed time of live ones."""
 
     def __init__(self) -> None:
-        self._views: weakref.WeakSet[JobView] = weakref.WeakSet()
+        self._views: weakref.WeakSet[LiveView] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, view: JobView) -> None:
+    def add(self, view: LiveView) -> None:
         with self._lock:
             self._views.add(view)
             if self._thread is None or not self._thread.is_alive():

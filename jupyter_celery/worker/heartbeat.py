@@ -37,7 +37,7 @@ class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def beat(self, worker: Any) -> None:
         try:
-            self._beats().beat(worker.hostname, self._queues(worker), os.getpid())
+            self._beats().beat(worker.hostname, self._queues(worker), os.getpid(), int(worker.concurrency or 1))
         except (*REDIS_ERRORS, ConnectionFailed) as exc:
             log.warning("jupyter-celery heartbeat failed: %s", exc)
 

@@ -18,7 +18,8 @@ an overlap lock) does so in ``after_failure`` / ``after_revoked``, before the te
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from billiard.exceptions import WorkerLostError
 from celery import Celery, Task, signals
@@ -26,8 +27,10 @@ from celery.exceptions import Ignore, TimeLimitExceeded
 
 from jupyter_celery.core.errors import ConnectionFailed, ProtocolError
 from jupyter_celery.core.protocol import (
+    KIND_CHUNK,
     TASK_ECHO,
     TASK_RUN_CELL,
+    TASK_RUN_FUNCTION,
     TASK_RUN_NOTEBOOK,
     Event,
     EventKind,
@@ -35,15 +38,28 @@ from jupyter_celery.core.protocol import (
     NotebookRunSpec,
 )
 from jupyter_celery.worker.cancel import CancelWatch, cancel_watch
+from jupyter_celery.worker.cell import CellWork
 from jupyter_celery.worker.context import context
-from jupyter_celery.worker.execution import run_cell, summary
+from jupyter_celery.worker.execution import Work, run_job, summary
+from jupyter_celery.worker.functions import ChunkWork, FunctionWork
 from jupyter_celery.worker.heartbeat import Heartbeat
 from jupyter_celery.worker.notebook_runner import run_log, run_notebook
 from jupyter_celery.worker.tqdm_bridge import install_tqdm_bridge
 
-JOB_TASKS = frozenset({TASK_RUN_CELL, TASK_RUN_NOTEBOOK})
+SpecT = TypeVar("SpecT", JobSpec, NotebookRunSpec)
+JOB_TASKS = frozenset({TASK_RUN_CELL, TASK_RUN_FUNCTION, TASK_RUN_NOTEBOOK})
 # How often a job whose worker process died (killed, out of memory) is sent again.
 WORKER_LOST_RETRIES = 2
+# The options of every job task. track_started=False: the job stream's `started` event (and the job
+# record) already say the job runs; Celery's STARTED state would be a second write on the critical
+# path of every job (measured: ~0.6 ms of a ~4.5 ms round trip). SUCCESS and FAILURE are still stored.
+JOB_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "track_started": False,
+    "retry_on_worker_lost": True,
+    "max_retries": WORKER_LOST_RETRIES,
+    "default_retry_delay": 0,
+}
 
 
 class ReportedFailure(Exception):
@@ -171,60 +187,65 @@ def _cancel_watch(task: Task) -> CancelWatch:
     return cancel_watch(ctx.events, terminate, ctx.settings.cancel_grace)
 
 
+def _parse(task: Task, message: Any, kind: type[SpecT]) -> tuple[SpecT, int | None]:
+    """The job's spec and this attempt's number (None: the job already ended); an invalid message
+    ends the job's stream and fails the task."""
+    try:
+        spec = kind.from_message(message)
+    except (ProtocolError, TypeError, AttributeError) as exc:
+        raise _invalid(message, exc) from None
+    return spec, _attempt(task, spec.id)
+
+
+def _run_job(task: Task, message: dict[str, Any], make: Callable[[JobSpec, int], Work]) -> dict[str, Any]:
+    """One attempt of a cell or function job: the same path for every kind (see execution.py)."""
+    spec, attempt = _parse(task, message, JobSpec)
+    if attempt is None:
+        return {"job": spec.id, "skipped": "the job had already ended"}
+    work = make(spec, attempt)
+    if work.check_cancel_first and context().events.cancel_requested(spec.id):
+        last = Event(EventKind.CANCELLED, {"reason": "cancelled before it started"})
+        _report(spec.id, last)
+    else:
+        watch = _cancel_watch(task)
+        cancel = watch.watch(spec.id)
+        try:
+            last = run_job(work, context(), worker=str(task.request.hostname), cancel=cancel)
+        finally:
+            watch.unwatch()
+    if last.kind is EventKind.SUCCEEDED:
+        return summary(spec, last)
+    if last.kind is EventKind.RETRYING:  # a function asked for its next attempt
+        retries = spec.retry_policy.retries + WORKER_LOST_RETRIES
+        raise task.retry(countdown=work.retry_in, max_retries=retries)
+    if last.kind is EventKind.CANCELLED:
+        task.backend.mark_as_revoked(spec.id, str(last.fields.get("reason")), request=task.request)
+        raise Ignore()
+    raise ReportedFailure(f"{last.fields.get('error_type')}: {last.fields.get('message')}")
+
+
+def _work(spec: JobSpec, attempt: int) -> Work:
+    """The work of a function job: one call, or a chunk of a map."""
+    return ChunkWork(spec, attempt) if spec.kind == KIND_CHUNK else FunctionWork(spec, attempt)
+
+
 def register(app: Celery) -> None:
     """Register the tasks and the worker heartbeat on ``app``."""
     app.steps["worker"].add(Heartbeat)
 
-    # track_started=False: the job stream's `started` event (and the job record) already say the job
-    # runs; Celery's STARTED state would be a second write on the critical path of every job
-    # (measured: ~0.6 ms of a ~4.5 ms round trip). SUCCESS and FAILURE are still stored.
-    @app.task(
-        name=TASK_RUN_CELL,
-        bind=True,
-        base=JobTask,
-        track_started=False,
-        retry_on_worker_lost=True,
-        max_retries=WORKER_LOST_RETRIES,
-        default_retry_delay=0,
-    )
+    @app.task(name=TASK_RUN_CELL, base=JobTask, **JOB_TASK_OPTIONS)
     def run_cell_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
-        try:
-            spec = JobSpec.from_message(message)
-        except (ProtocolError, TypeError) as exc:
-            raise _invalid(message, exc) from None
-        attempt = _attempt(self, spec.id)
-        if attempt is None:
-            return {"job": spec.id, "skipped": "the job had already ended"}
-        ctx = context()
-        watch = _cancel_watch(self)
-        cancel = watch.watch(spec.id)
-        try:
-            terminal = run_cell(spec, ctx, worker=str(self.request.hostname), attempt=attempt, cancel=cancel)
-        finally:
-            watch.unwatch()
-        if terminal.kind is EventKind.SUCCEEDED:
-            return summary(spec, terminal)
-        if terminal.kind is EventKind.CANCELLED:
-            self.backend.mark_as_revoked(spec.id, str(terminal.fields.get("reason")), request=self.request)
-            raise Ignore()
-        raise ReportedFailure(f"{terminal.fields.get('error_type')}: {terminal.fields.get('message')}")
+        return _run_job(self, message, CellWork)
 
-    @app.task(
-        name=TASK_RUN_NOTEBOOK,
-        bind=True,
-        base=NotebookTask,
-        track_started=False,
-        retry_on_worker_lost=True,
-        max_retries=WORKER_LOST_RETRIES,
-        default_retry_delay=0,
-    )
+    @app.task(name=TASK_RUN_FUNCTION, base=JobTask, **JOB_TASK_OPTIONS)
+    def run_function_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
+        """A function call (``jc.submit``) or a chunk of a map (``jc.map``)."""
+        return _run_job(self, message, _work)
+
+    @app.task(name=TASK_RUN_NOTEBOOK, base=NotebookTask, **JOB_TASK_OPTIONS)
     def run_notebook_task(self: Task, message: dict[str, Any]) -> dict[str, Any]:
         """One attempt of a scheduled notebook run; a failed attempt with retries left queues the next one."""
-        try:
-            spec = NotebookRunSpec.from_message(message)
-        except (ProtocolError, TypeError) as exc:
-            raise _invalid(message, exc) from None
-        attempt = _attempt(self, spec.id)
+        spec, attempt = _parse(self, message, NotebookRunSpec)
         if attempt is None:
             return {"run": spec.id, "skipped": "the run had already ended"}
         ctx = context()
