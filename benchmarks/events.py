@@ -30,7 +30,8 @@ import redis
 
 from jupyter_celery.cli.redis_server import free_port, start_redis, wait_for_redis
 from jupyter_celery.cli.stack import down, up
-from jupyter_celery.core.protocol import Event, EventKind, JobSpec, new_job_id
+from jupyter_celery.core.messages import JobSpec
+from jupyter_celery.core.protocol import Event, EventKind, new_job_id
 from jupyter_celery.core.settings import Settings
 from jupyter_celery.kernel.client import Client
 from jupyter_celery.kernel.job import Job

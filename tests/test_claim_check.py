@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import redis
 
+from jupyter_celery.core.messages import JobSpec
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import PYTHON_Q, JobSpec, new_job_id
+from jupyter_celery.core.protocol import PYTHON_Q, new_job_id
 from jupyter_celery.kernel.client import Client
 
 LIMIT = 64 * 1024

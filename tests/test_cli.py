@@ -13,7 +13,8 @@ import pytest
 
 from jupyter_celery.cli.redis_server import free_port
 from jupyter_celery.cli.schedule import SUBCOMMANDS
-from jupyter_celery.core.protocol import JobSpec, new_job_id
+from jupyter_celery.core.messages import JobSpec
+from jupyter_celery.core.protocol import new_job_id
 from jupyter_celery.core.settings import ENV_PREFIX, Settings
 from jupyter_celery.kernel.client import Client
 

@@ -10,8 +10,9 @@ import pytest
 
 import jupyter_celery
 from jupyter_celery.core.errors import EncodingError, FramePickledWarning, JobFailed
+from jupyter_celery.core.messages import JobSpec
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import EventKind, JobSpec, Keys, new_job_id
+from jupyter_celery.core.protocol import EventKind, Keys, new_job_id
 from jupyter_celery.core.settings import ENV_PREFIX
 from jupyter_celery.kernel.client import get_client, reset_client
 

@@ -10,7 +10,8 @@ import psutil
 import pytest
 
 from jupyter_celery.core.errors import JobCancelled, JobTimeout
-from jupyter_celery.core.protocol import EventKind, JobSpec, new_job_id
+from jupyter_celery.core.messages import JobSpec
+from jupyter_celery.core.protocol import EventKind, new_job_id
 from jupyter_celery.core.settings import Settings
 from jupyter_celery.kernel.client import Client, get_client
 

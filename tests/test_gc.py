@@ -13,8 +13,9 @@ import pytest
 
 from jupyter_celery.core.collector import collect, parse_duration
 from jupyter_celery.core.datasets import Catalog, human_size
+from jupyter_celery.core.messages import JobSpec
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import JobSpec, Keys, new_job_id
+from jupyter_celery.core.protocol import Keys, new_job_id
 from jupyter_celery.core.store import open_store
 from jupyter_celery.kernel.client import get_client
 

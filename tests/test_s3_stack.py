@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from jupyter_celery.core.errors import JobFailed
+from jupyter_celery.core.messages import JobSpec
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import JobSpec, new_job_id
+from jupyter_celery.core.protocol import new_job_id
 from jupyter_celery.core.settings import ENV_PREFIX
 from jupyter_celery.kernel.client import Client, get_client, reset_client
 from tests.s3proxy import Fault

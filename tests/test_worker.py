@@ -6,7 +6,8 @@ import pytest
 
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.errors import JobFailed
-from jupyter_celery.core.protocol import TASK_RUN_CELL, JobSpec, new_job_id
+from jupyter_celery.core.messages import JobSpec
+from jupyter_celery.core.protocol import TASK_RUN_CELL, new_job_id
 from jupyter_celery.kernel.client import get_client
 
 from .waiting import wait_until

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from jupyter_celery.core.protocol import RetryPolicy
+from jupyter_celery.core.messages import RetryPolicy
 
 # What is retried when the user names nothing: connection errors and timeouts. The job's own time
 # limit is not among them (a job that ran over its limit would most likely do it again).

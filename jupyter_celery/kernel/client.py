@@ -19,7 +19,8 @@ from jupyter_celery.core.datasets import Catalog
 from jupyter_celery.core.errors import ConnectionFailed, JupyterCeleryError
 from jupyter_celery.core.events import REDIS_ERRORS, EventLog
 from jupyter_celery.core.liveness import Heartbeats
-from jupyter_celery.core.protocol import TASK_RUN_CELL, Event, EventKind, JobSpec
+from jupyter_celery.core.messages import JobSpec
+from jupyter_celery.core.protocol import TASK_RUN_CELL, Event, EventKind
 from jupyter_celery.core.queues import hard_limit, profile
 from jupyter_celery.core.settings import Settings, redact_url
 from jupyter_celery.core.store import store_for

@@ -33,15 +33,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from jupyter_celery.core.codec import Encoded
+from jupyter_celery.core.messages import JobSpec, environment_fingerprint
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import (
-    DEFAULT_QUEUE,
-    KIND_FUNCTION,
-    TASK_RUN_FUNCTION,
-    JobSpec,
-    environment_fingerprint,
-    new_job_id,
-)
+from jupyter_celery.core.protocol import DEFAULT_QUEUE, KIND_FUNCTION, TASK_RUN_FUNCTION, new_job_id
 from jupyter_celery.core.queues import profile
 from jupyter_celery.core.retry import retry_policy
 from jupyter_celery.kernel.client import Client, get_client

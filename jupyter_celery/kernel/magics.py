@@ -12,8 +12,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from jupyter_celery.core import runtime
 from jupyter_celery.core.cellcode import CellAnalysis, check_cell
 from jupyter_celery.core.errors import EncodingError, JupyterCeleryError
+from jupyter_celery.core.messages import JobSpec, environment_fingerprint
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import DEFAULT_QUEUE, QUEUES, JobSpec, environment_fingerprint, new_job_id
+from jupyter_celery.core.protocol import DEFAULT_QUEUE, QUEUES, new_job_id
 from jupyter_celery.kernel import api
 from jupyter_celery.kernel.client import Client, get_client
 from jupyter_celery.kernel.console import follow_in_cell

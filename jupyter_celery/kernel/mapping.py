@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from jupyter_celery.core.errors import JobCancelled, JobFailed, MapFailed
+from jupyter_celery.core.messages import JobSpec
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import KIND_CHUNK, TASK_RUN_FUNCTION, EventKind, JobSpec, new_job_id
+from jupyter_celery.core.protocol import KIND_CHUNK, TASK_RUN_FUNCTION, EventKind, new_job_id
 from jupyter_celery.core.queues import profile
 from jupyter_celery.kernel.chunking import ChunkSizer
 from jupyter_celery.kernel.completion import Completion

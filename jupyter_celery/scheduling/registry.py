@@ -23,15 +23,8 @@ from redbeat.schedulers import get_redis
 from jupyter_celery.core.app import make_app
 from jupyter_celery.core.errors import ConnectionFailed, InvalidSchedule, ScheduleExists, ScheduleNotFound
 from jupyter_celery.core.events import EventLog, connect_redis
-from jupyter_celery.core.protocol import (
-    TASK_RUN_NOTEBOOK,
-    Event,
-    EventKind,
-    Keys,
-    NotebookRunSpec,
-    new_job_id,
-    schedule_notebook_path,
-)
+from jupyter_celery.core.messages import NotebookRunSpec
+from jupyter_celery.core.protocol import TASK_RUN_NOTEBOOK, Event, EventKind, Keys, new_job_id, schedule_notebook_path
 from jupyter_celery.core.queues import RUN_GRACE, hard_limit
 from jupyter_celery.core.settings import Settings, redact_url
 from jupyter_celery.core.store import Store, open_store

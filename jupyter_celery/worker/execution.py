@@ -25,8 +25,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from jupyter_celery.core.codec import Codec, Encoded
 from jupyter_celery.core.errors import CancelRequested, DecodingError, EncodingError, JupyterCeleryError, StoreError
+from jupyter_celery.core.messages import JobSpec
 from jupyter_celery.core.objects import ObjectTag
-from jupyter_celery.core.protocol import Event, EventKind, JobSpec
+from jupyter_celery.core.protocol import Event, EventKind
 from jupyter_celery.worker.batching import EventBatcher
 from jupyter_celery.worker.capture import JobReporter, job_io
 from jupyter_celery.worker.context import WorkerContext

@@ -24,7 +24,7 @@ from typing import Any
 
 from jupyter_celery.core.codec import Codec
 from jupyter_celery.core.errors import DecodingError
-from jupyter_celery.core.protocol import JobSpec
+from jupyter_celery.core.messages import JobSpec
 
 
 class LazyBuiltins(dict[str, Any]):

@@ -26,7 +26,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from jupyter_celery.core.errors import JupyterCeleryError
 from jupyter_celery.core.events import connect_redis
-from jupyter_celery.core.protocol import OVERLAP_SKIP, Event, EventKind, Keys, NotebookRunSpec, run_output_path
+from jupyter_celery.core.messages import NotebookRunSpec
+from jupyter_celery.core.protocol import OVERLAP_SKIP, Event, EventKind, Keys, run_output_path
 from jupyter_celery.core.queues import RUN_GRACE, hard_limit, profile
 from jupyter_celery.scheduling.runs import RunLog
 from jupyter_celery.worker.batching import EventBatcher

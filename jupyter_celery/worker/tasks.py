@@ -26,6 +26,7 @@ from celery import Celery, Task, signals
 from celery.exceptions import Ignore, TimeLimitExceeded
 
 from jupyter_celery.core.errors import ConnectionFailed, ProtocolError
+from jupyter_celery.core.messages import JobSpec, NotebookRunSpec
 from jupyter_celery.core.protocol import (
     KIND_CHUNK,
     TASK_ECHO,
@@ -34,8 +35,6 @@ from jupyter_celery.core.protocol import (
     TASK_RUN_NOTEBOOK,
     Event,
     EventKind,
-    JobSpec,
-    NotebookRunSpec,
 )
 from jupyter_celery.worker.cancel import CancelWatch, cancel_watch
 from jupyter_celery.worker.cell import CellWork
