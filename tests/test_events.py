@@ -281,3 +281,18 @@ def test_display_in_a_job_reaches_the_notebook(ip, stack, capsys):
     capsys.readouterr()
     assert ip.run_cell("%%celery\nfrom jupyter_celery import display as show\nshow(Rich())").error_in_exec is None
     assert "Rich()" in capsys.readouterr().out  # a blocking cell shows it as the cell's own output
+
+
+def test_a_late_queued_event_does_not_set_a_job_back_to_queued(stack):
+    """With a separate events Redis, the kernel's create may land after the worker's first event."""
+    from jupyter_celery.core.protocol import Event
+
+    client = get_client()
+    job_id = new_job_id()
+    client.events.append(job_id, Event(EventKind.STARTED, {"worker": "w@test", "pid": 1, "attempt": 1}))
+    record = {"id": job_id, "owner": "tester", "submitted": "1", "queue": "python_q", "name": "", "kind": "cell"}
+    client.events.create(job_id, record, Event(EventKind.QUEUED, {"queue": "python_q"}))
+    assert client.events.record(job_id)["state"] == "running"
+    job = client.attach(job_id)
+    assert [e.kind for e in job.events()] == [EventKind.STARTED, EventKind.QUEUED]
+    assert job.state == "running"

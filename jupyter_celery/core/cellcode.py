@@ -87,14 +87,27 @@ def analyse(code: str, filename: str = "<celery cell>") -> CellAnalysis:
 def check_cell(code: str, filename: str = "<celery cell>", first_line: int = 1) -> CellAnalysis:
     """Compile ``code`` (raising :class:`CellSyntaxError`) and analyse it, parsing it only once.
 
-    This is what the kernel side runs before it submits anything.
+    This is what the kernel side runs before it submits anything. A cell run again unchanged is
+    not compiled again: only cells that compiled are remembered, and their analysis does not
+    depend on the file name or line numbers.
     """
+    cached = _checked.get(code)
+    if cached is not None:
+        return cached
     tree = _parse(code, filename, first_line)
     try:
         compile(tree, filename, "exec")
     except SyntaxError as exc:  # errors only the compiler sees: 'return' outside function, ...
         raise CellSyntaxError(SyntaxError(exc.msg, (filename, exc.lineno, exc.offset, exc.text))) from None
-    return _analyse_tree(tree)
+    analysis = _analyse_tree(tree)
+    if len(_checked) >= _CHECKED_MAX:
+        _checked.pop(next(iter(_checked)))
+    _checked[code] = analysis
+    return analysis
+
+
+_CHECKED_MAX = 256
+_checked: dict[str, CellAnalysis] = {}  # cell text -> analysis, for cells that compiled
 
 
 def _analyse_tree(tree: ast.Module) -> CellAnalysis:

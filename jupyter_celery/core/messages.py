@@ -8,6 +8,7 @@ The names these messages are sent under, and the events they produce, are in
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 import time
@@ -18,15 +19,16 @@ from jupyter_celery.core.errors import ProtocolError
 from jupyter_celery.core.protocol import DEFAULT_QUEUE, OVERLAP_SKIP, PROTOCOL_VERSION
 
 
-def environment_fingerprint() -> dict[str, str]:
-    """What a worker needs to know to judge whether it can load the kernel's pickles."""
+@functools.cache
+def _fingerprint() -> tuple[tuple[str, str], ...]:
     import cloudpickle
 
-    return {
-        "python": platform.python_version(),
-        "cloudpickle": cloudpickle.__version__,
-        "platform": sys.platform,
-    }
+    return (("python", platform.python_version()), ("cloudpickle", cloudpickle.__version__), ("platform", sys.platform))
+
+
+def environment_fingerprint() -> dict[str, str]:
+    """What a worker needs to know to judge whether it can load the kernel's pickles."""
+    return dict(_fingerprint())
 
 
 @dataclass(frozen=True)

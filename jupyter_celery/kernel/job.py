@@ -150,8 +150,9 @@ class Job:
         with self._lock:
             last = next((e for e in reversed(self._events) if e.kind not in _DETAIL_KINDS), None)
         if last is None:
-            return "queued"  # submitted; its first event is on its way
-        return {EventKind.STARTED: "running"}.get(last.kind, last.kind.value)
+            return "queued"  # submitted (its `queued` event may come after others: it only counts alone)
+        state: str = "running" if last.kind is EventKind.STARTED else last.kind.value
+        return state
 
     def done(self) -> bool:
         return self._done.is_set()
@@ -324,4 +325,4 @@ class Job:
         show(self)
 
 
-_DETAIL_KINDS = frozenset({EventKind.PROGRESS, EventKind.STDOUT, EventKind.STDERR, EventKind.DISPLAY})
+_DETAIL_KINDS = frozenset({EventKind.PROGRESS, EventKind.STDOUT, EventKind.STDERR, EventKind.DISPLAY, EventKind.QUEUED})

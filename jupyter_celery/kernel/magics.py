@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import sys
 import warnings
 from typing import Any
@@ -22,6 +24,16 @@ from jupyter_celery.kernel.job import Job
 from jupyter_celery.kernel.views import view_of, widgets_available
 
 DEFAULT_HANDLE = "_celery_job"
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(magic: Any, line: str) -> Any:
+    return parse_argstring(magic, line)
+
+
+def _parse_options(magic: Any, line: str) -> Any:
+    """The magic's options (argparse is slow for a hot path; a line is parsed once). A copy: callers may edit it."""
+    return copy.copy(_parsed(magic, line))
 
 
 def _names(raw: str | None) -> list[str] | None:
@@ -86,7 +98,7 @@ class CeleryMagics(Magics):
 
             job.result()                   # {'i': 99, 'result': ...}; job.bind() binds them
         """
-        args = parse_argstring(self.celery, line)
+        args = _parse_options(self.celery, line)
         shell = self.shell
         assert shell is not None
         client = get_client()

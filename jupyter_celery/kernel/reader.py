@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from jupyter_celery.core.events import REDIS_ERRORS, START_ID, EventLog
+from jupyter_celery.core.events import READER_STREAM_MAXLEN, REDIS_ERRORS, START_ID, EventLog
 from jupyter_celery.core.liveness import Heartbeats
 from jupyter_celery.core.protocol import Event, EventKind
 
@@ -75,8 +75,10 @@ class Reader:
     def wake(self, job_id: str = "") -> None:
         """Interrupt the current blocking read (so the reader picks up a new job now)."""
         try:
-            self.log.redis.xadd(self._wake_key, {"job": job_id}, maxlen=100, approximate=True)
-            self.log.redis.expire(self._wake_key, self.client.settings.job_ttl)
+            pipe = self.log.redis.pipeline(transaction=False)
+            pipe.xadd(self._wake_key, {"job": job_id}, maxlen=READER_STREAM_MAXLEN, approximate=True)
+            pipe.expire(self._wake_key, self.client.settings.job_ttl)
+            pipe.execute()
         except REDIS_ERRORS:
             pass  # the reader will see the job at its next wake-up anyway
 

@@ -9,7 +9,9 @@ from a thread: log lines go through ``Output.append_stdout`` (DESIGN §6).
 
 from __future__ import annotations
 
+import functools
 import html
+import importlib.util
 import threading
 import time
 import weakref
@@ -37,12 +39,16 @@ BAR_STYLES = {"succeeded": "success", "failed": "danger", "lost": "danger", "can
 def widgets_available() -> bool:
     """Whether this kernel talks to a front-end that can show widgets (not a terminal IPython)."""
     try:
-        import ipywidgets  # noqa: F401
         from IPython import get_ipython
     except ImportError:
         return False
     shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+    return shell is not None and getattr(shell, "kernel", None) is not None and _ipywidgets_installed()
+
+
+@functools.cache
+def _ipywidgets_installed() -> bool:
+    return importlib.util.find_spec("ipywidgets") is not None
 
 
 def elapsed_text(job: Job, now: float | None = None) -> str:
