@@ -60,6 +60,7 @@ def main() -> int:
         assert ip.user_ns["m"] == 2
 
         latency_report(samples, "%%celery cell", "raw apply_async().get()", f"{args.rounds} rounds")
+        get_client().close()  # before the stack goes down
     return 0
 
 

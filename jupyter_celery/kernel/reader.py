@@ -87,6 +87,7 @@ class Reader:
             return list(self._jobs.values())
 
     def stop(self) -> None:
+        """Stop following: the thread ends after its current read, without a word."""
         self._stopped.set()
 
     def _streams(self) -> dict[str, str]:
@@ -105,6 +106,8 @@ class Reader:
                 self._dispatch(entries)
                 self._maybe_check_liveness()
             except REDIS_ERRORS as exc:
+                if self._stopped.is_set():
+                    return  # closed while blocked in its read: not a lost Redis
                 if self.connected:
                     log.warning("jupyter-celery reader lost Redis (%s); reconnecting", exc)
                 self.connected = False
