@@ -11,7 +11,15 @@ import pytest
 
 from jupyter_celery.core.errors import JobCancelled, JobTimeout
 from jupyter_celery.core.messages import JobSpec
-from jupyter_celery.core.protocol import EventKind, new_job_id
+from jupyter_celery.core.protocol import (
+    PYTHON_Q,
+    TASK_ECHO,
+    TASK_NAMESPACE,
+    TASK_RUN_CELL,
+    Event,
+    EventKind,
+    new_job_id,
+)
 from jupyter_celery.core.settings import Settings
 from jupyter_celery.kernel.client import Client, get_client
 
@@ -296,3 +304,30 @@ def test_a_late_queued_event_does_not_set_a_job_back_to_queued(stack):
     job = client.attach(job_id)
     assert [e.kind for e in job.events()] == [EventKind.STARTED, EventKind.QUEUED]
     assert job.state == "running"
+
+
+def test_a_message_the_worker_refuses_ends_the_job_failed(stack):
+    """Celery records nothing for a message its worker refuses: the job must not stay queued."""
+    client = get_client()
+    spec = JobSpec(id=new_job_id(), kind="cell", code="x = 1", owner=client.settings.owner, name="pickled")
+    record = {"id": spec.id, "owner": spec.owner, "submitted": f"{spec.submitted:.6f}", "queue": spec.queue}
+    client.events.create(spec.id, record, Event(EventKind.QUEUED, {"queue": spec.queue}))
+    job = client.attach(spec.id)
+    # a pickled message (a client of another make): the worker accepts JSON only
+    client.app.send_task(TASK_RUN_CELL, args=[spec.to_message()], task_id=spec.id, queue=PYTHON_Q, serializer="pickle")
+    assert job.wait(30), "a refused job must end"
+    assert job.state == "failed"
+    assert job.terminal.fields["reason"] == "rejected"
+    assert "refused the job's message" in job.terminal.fields["message"]
+    assert client.app.send_task(TASK_ECHO, args=[7], queue=PYTHON_Q).get(timeout=30) == 7  # the worker carries on
+
+
+def test_a_task_the_worker_does_not_have_ends_the_job_failed(stack):
+    client = get_client()
+    spec = JobSpec(id=new_job_id(), kind="cell", code="x = 1", owner=client.settings.owner, name="newer")
+    job = client.submit(spec, task=TASK_NAMESPACE + "from_a_newer_version")
+    assert job.wait(30), "a job whose task the worker lacks must end"
+    assert job.state == "failed"
+    assert job.terminal.fields["reason"] == "unknown task"  # from the worker at once, not the kernel's liveness check
+    assert "from_a_newer_version" in job.terminal.fields["message"]
+    assert client.app.send_task(TASK_ECHO, args=[8], queue=PYTHON_Q).get(timeout=30) == 8

@@ -59,10 +59,11 @@ CIRCUIT_Q = "circuit_q"
 QUEUES: tuple[str, ...] = (PYTHON_Q, CIRCUIT_Q)
 DEFAULT_QUEUE = PYTHON_Q
 
-TASK_RUN_CELL = "jupyter_celery.run_cell"
-TASK_ECHO = "jupyter_celery.echo"  # a trivial task: the raw-Celery anchor of the benchmarks
-TASK_RUN_NOTEBOOK = "jupyter_celery.run_notebook"  # one run of a scheduled notebook (papermill)
-TASK_RUN_FUNCTION = "jupyter_celery.run_function"  # a function call (submit) or a chunk of a map
+TASK_NAMESPACE = "jupyter_celery."  # every task name of ours starts with it
+TASK_RUN_CELL = TASK_NAMESPACE + "run_cell"
+TASK_ECHO = TASK_NAMESPACE + "echo"  # a trivial task: the raw-Celery anchor of the benchmarks
+TASK_RUN_NOTEBOOK = TASK_NAMESPACE + "run_notebook"  # one run of a scheduled notebook (papermill)
+TASK_RUN_FUNCTION = TASK_NAMESPACE + "run_function"  # a function call (submit) or a chunk of a map
 
 # Kinds of jobs (the job record's ``kind``): what a worker runs for them.
 KIND_CELL = "cell"  # a %%celery cell: code, input variables, output variables

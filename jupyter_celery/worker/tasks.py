@@ -9,7 +9,11 @@ Every way a job can end writes exactly one terminal event (the event log drops a
   lost more often than the job may be retried;
 - ``on_retry`` in the main process: the child was lost and the job is sent again (``retrying``);
 - ``task_revoked`` in the main process: cancelled before it started, or terminated after the
-  cancel grace period.
+  cancel grace period;
+- ``task_rejected`` / ``task_unknown`` in the main process: a message the worker refused before
+  running it (not JSON, undecodable), or the name of a task this worker does not have (a worker
+  of another version). Celery records nothing for the first: without this hook the job would
+  stay ``queued`` for good.
 
 A kind of job that records more than its stream (a scheduled notebook run has a run record and
 an overlap lock) does so in ``after_failure`` / ``after_revoked``, before the terminal event.
@@ -30,6 +34,7 @@ from jupyter_celery.core.messages import JobSpec, NotebookRunSpec
 from jupyter_celery.core.protocol import (
     KIND_CHUNK,
     TASK_ECHO,
+    TASK_NAMESPACE,
     TASK_RUN_CELL,
     TASK_RUN_FUNCTION,
     TASK_RUN_NOTEBOOK,
@@ -141,6 +146,26 @@ def _on_task_revoked(sender: Any = None, request: Any = None, terminated: bool =
     reason = "terminated after the cancel grace period" if terminated else "cancelled before it started"
     sender.after_revoked(request.id, request.args, reason)
     _report(request.id, Event(EventKind.CANCELLED, {"reason": reason}))
+
+
+def _refused(job_id: Any, message: str, reason: str) -> None:
+    fields = {"error_type": "ProtocolError", "message": message, "reason": reason}
+    if job_id:
+        _report(str(job_id), Event(EventKind.FAILED, fields))
+
+
+@signals.task_rejected.connect
+def _on_task_rejected(message: Any = None, exc: BaseException | None = None, **_: Any) -> None:
+    headers = getattr(message, "headers", None) or {}
+    if headers.get("task") in JOB_TASKS:
+        _refused(headers.get("id"), f"the worker refused the job's message: {exc}", "rejected")
+
+
+@signals.task_unknown.connect
+def _on_task_unknown(name: str = "", id: str = "", **_: Any) -> None:
+    if name.startswith(TASK_NAMESPACE):
+        message = f"the worker has no task {name!r}: it runs another version of jupyter-celery"
+        _refused(id, message, "unknown task")
 
 
 @signals.worker_process_init.connect
